@@ -1,0 +1,87 @@
+"""What the workflow and the activities exchange: activity names and their input/output types.
+
+Both sides import this module, so a fake activity in a test registers under the same name
+and the workflow cannot tell it from the real one.
+"""
+
+from pydantic import BaseModel, Field
+
+from canary.decision import Routes
+from canary.spec import Canary, WebhookType
+from canary.status import Phase, WebhookObservation
+
+TASK_QUEUE = "coalmine"
+
+INITIALIZE = "initialize"
+SET_CANARY_IMAGE = "set_canary_image"
+SCALE_CANARY = "scale_canary"
+READINESS = "readiness"
+PROMOTE_PRIMARY = "promote_primary"
+SET_ROUTES = "set_routes"
+OBSERVE = "observe"
+CALL_WEBHOOKS = "call_webhooks"
+
+
+class RolloutRequest(BaseModel):
+    """The workflow's input: the validated spec and, optionally, the image to roll out."""
+
+    canary: Canary
+    image: str | None = None
+
+
+class CanaryRequest(BaseModel):
+    canary: Canary
+
+
+class TargetState(BaseModel):
+    primary_replicas: int
+    created_primary: bool
+    canary_revision: str
+    primary_revision: str
+
+
+class ImageRequest(BaseModel):
+    canary: Canary
+    image: str
+
+
+class ScaleRequest(BaseModel):
+    canary: Canary
+    replicas: int
+
+
+class ReadinessRequest(BaseModel):
+    canary: Canary
+    primary: bool
+    """True for the primary copy, False for the canary."""
+
+
+class Readiness(BaseModel):
+    ready: bool
+    message: str
+
+
+class RoutesRequest(BaseModel):
+    canary: Canary
+    routes: Routes
+
+
+class WebhooksRequest(BaseModel):
+    canary: Canary
+    kinds: list[WebhookType]
+    phase: Phase
+    checksum: str = ""
+
+
+class WebhooksResult(BaseModel):
+    webhooks: list[WebhookObservation] = Field(default_factory=list)
+
+
+class ObserveRequest(BaseModel):
+    """One analysis step's reads: the rollout (and traffic-gate) webhooks, then every metric.
+
+    The activity answers with a `canary.decision.StepObservation`."""
+
+    canary: Canary
+    phase: Phase
+    checksum: str = ""

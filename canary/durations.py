@@ -1,0 +1,34 @@
+"""Go-style durations as Flagger writes them: `30s`, `1m`, `1m30s`, `1h`, `500ms`."""
+
+import re
+
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(text: str) -> float:
+    """Return the duration in seconds; raise ValueError with the reason when malformed."""
+    raw = text.strip()
+    if not raw:
+        raise ValueError("empty duration")
+    position = 0
+    seconds = 0.0
+    for match in _PART.finditer(raw):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(raw):
+        raise ValueError(f"invalid duration {text!r} (expected e.g. 30s, 1m, 1m30s, 1h)")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way Prometheus and people read them: `1m30s`, `45s`, `2h`."""
+    whole = round(seconds)
+    if whole <= 0:
+        return f"{int(seconds * 1000)}ms"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
+    return "".join(f"{amount}{unit}" for amount, unit in parts if amount)

@@ -1,0 +1,332 @@
+"""Loading a Flagger `Canary` from YAML text into a validated `Canary`.
+
+Every problem is reported as one line naming the field path (`spec.analysis.stepWeight: ...`),
+all problems at once. Deprecated forms are converted with a one-line warning each.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from canary import spec
+
+API_VERSION = "flagger.app/v1beta1"
+LEGACY_API_VERSION = "flagger.app/v1alpha3"
+LEGACY_METRIC_NAMES = {
+    "istio_requests_total": "request-success-rate",
+    "istio_request_duration_seconds_bucket": "request-duration",
+}
+DEPRECATED_THRESHOLD_SIDE = {"request-success-rate": "min", "request-duration": "max"}
+FLAGGER_ONLY_PROVIDERS = (
+    "linkerd",
+    "appmesh",
+    "contour",
+    "gloo",
+    "nginx",
+    "skipper",
+    "osm",
+    "kuma",
+    "apisix",
+    "gatewayapi",
+    "traefik",
+)
+
+
+class SpecError(Exception):
+    """The input is not a valid Canary; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class LoadedCanary:
+    canary: spec.Canary
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_canary(text: str, source: str = "<input>") -> LoadedCanary:
+    """Parse and validate YAML text holding one Canary (and optionally MetricTemplates)."""
+    documents = _parse_yaml(text, source)
+    canary_doc, templates = _split_documents(documents, source)
+    warnings: list[str] = []
+    canary_doc = _convert_legacy(canary_doc, warnings)
+    try:
+        canary = spec.Canary.model_validate(canary_doc)
+    except ValidationError as error:
+        raise SpecError(_pydantic_problems(error)) from None
+    canary, problems = _resolve_templates(canary, templates)
+    problems += semantic_problems(canary)
+    if problems:
+        raise SpecError(problems)
+    warnings += [f"{path}: unknown field, ignored" for path in _unknown_fields(canary, "")]
+    return LoadedCanary(canary=canary, warnings=warnings)
+
+
+def _parse_yaml(text: str, source: str) -> list[Any]:
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpecError([f"{where}: invalid YAML: {reason}"]) from None
+    if not documents:
+        raise SpecError([f"{source}: empty file, expected a Canary ({API_VERSION})"])
+    return documents
+
+
+def _split_documents(
+    documents: list[Any], source: str
+) -> tuple[dict[str, Any], dict[tuple[str, str | None], dict[str, Any]]]:
+    canaries: list[dict[str, Any]] = []
+    templates: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for doc in documents:
+        if not isinstance(doc, dict):
+            raise SpecError([f"{source}: expected a Canary mapping, got {type(doc).__name__}"])
+        kind = doc.get("kind")
+        if kind == "Canary":
+            canaries.append(doc)
+        elif kind == "MetricTemplate":
+            meta = doc.get("metadata") or {}
+            templates[(str(meta.get("name")), meta.get("namespace"))] = doc
+        else:
+            raise SpecError([f"kind: expected Canary, got {kind!r} in {source}"])
+    if len(canaries) != 1:
+        raise SpecError([f"{source}: expected exactly one Canary, found {len(canaries)}"])
+    return canaries[0], templates
+
+
+def _convert_legacy(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """Bring v1alpha3 documents and deprecated metric thresholds to the v1beta1 form."""
+    api_version = doc.get("apiVersion")
+    doc = dict(doc)
+    spec_doc = dict(doc.get("spec") or {}) if isinstance(doc.get("spec"), dict) else doc.get("spec")
+    if api_version == LEGACY_API_VERSION:
+        warnings.append(
+            f"apiVersion: {LEGACY_API_VERSION} is deprecated, read as {API_VERSION} "
+            "(canaryAnalysis -> analysis, istio_* metric names -> built-in checks)"
+        )
+        doc["apiVersion"] = API_VERSION
+        if isinstance(spec_doc, dict) and "canaryAnalysis" in spec_doc:
+            spec_doc["analysis"] = spec_doc.pop("canaryAnalysis")
+    elif api_version != API_VERSION:
+        raise SpecError([f"apiVersion: expected {API_VERSION}, got {api_version!r}"])
+    if isinstance(spec_doc, dict) and isinstance(spec_doc.get("analysis"), dict):
+        analysis = dict(spec_doc["analysis"])
+        metrics = analysis.get("metrics")
+        if isinstance(metrics, list):
+            analysis["metrics"] = [
+                _convert_metric(metric, index, warnings) for index, metric in enumerate(metrics)
+            ]
+        spec_doc["analysis"] = analysis
+    doc["spec"] = spec_doc
+    return doc
+
+
+def _convert_metric(metric: Any, index: int, warnings: list[str]) -> Any:
+    if not isinstance(metric, dict):
+        return metric
+    metric = dict(metric)
+    path = f"spec.analysis.metrics[{index}]"
+    legacy_name = metric.get("name")
+    if legacy_name in LEGACY_METRIC_NAMES and "query" not in metric:
+        metric["name"] = LEGACY_METRIC_NAMES[legacy_name]
+    if "threshold" in metric and "thresholdRange" not in metric:
+        name = metric.get("name")
+        side = DEPRECATED_THRESHOLD_SIDE.get(str(name), "min")
+        threshold = metric.pop("threshold")
+        metric["thresholdRange"] = {side: threshold}
+        warnings.append(f"{path}.threshold: deprecated, read as thresholdRange.{side}: {threshold}")
+    return metric
+
+
+def _pydantic_problems(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        path = _format_path(item["loc"])
+        kind = item["type"]
+        if kind == "missing":
+            message = "is required"
+        elif kind == "enum":
+            expected = item.get("ctx", {}).get("expected", "")
+            message = f"unknown value {item['input']!r} (expected one of {expected})"
+        elif kind == "model_type" or kind == "model_attributes_type":
+            message = "must be a mapping"
+        elif kind == "value_error":
+            message = str(item.get("ctx", {}).get("error", item["msg"]))
+        else:
+            message = item["msg"].replace("Input should be", "must be")
+        problems.append(f"{path}: {message}" if path else message)
+    return problems
+
+
+def _format_path(loc: Iterable[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif "[" in part or part.startswith("function-"):
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _resolve_templates(
+    canary: spec.Canary, templates: Mapping[tuple[str, str | None], dict[str, Any]]
+) -> tuple[spec.Canary, list[str]]:
+    """Inline the query (and address) of MetricTemplates given in the same file."""
+    problems: list[str] = []
+    metrics = []
+    for index, metric in enumerate(canary.spec.analysis.metrics):
+        ref = metric.template_ref
+        if ref is None or metric.query is not None:
+            metrics.append(metric)
+            continue
+        namespace = ref.namespace or canary.metadata.namespace
+        template = templates.get((ref.name, namespace)) or templates.get((ref.name, None))
+        if template is None:
+            problems.append(
+                f"spec.analysis.metrics[{index}].templateRef: MetricTemplate "
+                f"{namespace}/{ref.name} not found (put it in the same file as the Canary)"
+            )
+            metrics.append(metric)
+            continue
+        template_spec = template.get("spec") or {}
+        query = template_spec.get("query")
+        if not isinstance(query, str) or not query.strip():
+            problems.append(f"MetricTemplate {namespace}/{ref.name}: spec.query is required")
+        provider = template_spec.get("provider") or {}
+        if provider.get("type", "prometheus") != "prometheus":
+            problems.append(
+                f"MetricTemplate {namespace}/{ref.name}: spec.provider.type: unknown provider "
+                f"{provider.get('type')!r} (supported: prometheus)"
+            )
+        metrics.append(
+            metric.model_copy(update={"query": query, "metrics_server": provider.get("address")})
+        )
+    analysis = canary.spec.analysis.model_copy(update={"metrics": metrics})
+    resolved = canary.model_copy(
+        update={"spec": canary.spec.model_copy(update={"analysis": analysis})}
+    )
+    return resolved, problems
+
+
+def semantic_problems(canary: spec.Canary) -> list[str]:
+    """Checks that span fields, each as `path: problem`."""
+    problems: list[str] = []
+    target = canary.spec
+    analysis = target.analysis
+    if target.provider not in spec.ROUTERS:
+        flagger_only = target.provider in FLAGGER_ONLY_PROVIDERS
+        hint = " is not supported by coalmine yet" if flagger_only else ""
+        problems.append(
+            f"spec.provider: unknown provider {target.provider!r}{hint} "
+            f"(supported: {', '.join(spec.ROUTERS)})"
+        )
+    if target.target_ref.kind not in spec.TARGET_KINDS:
+        problems.append(
+            f"spec.targetRef.kind: unsupported kind {target.target_ref.kind!r} "
+            f"(supported: {', '.join(spec.TARGET_KINDS)})"
+        )
+    if target.autoscaler_ref and target.autoscaler_ref.kind != "HorizontalPodAutoscaler":
+        problems.append(
+            f"spec.autoscalerRef.kind: unsupported kind {target.autoscaler_ref.kind!r} "
+            "(supported: HorizontalPodAutoscaler)"
+        )
+    problems += _analysis_problems(analysis, target.provider)
+    return problems
+
+
+def _weight_problem(path: str, value: int | None) -> list[str]:
+    if value is not None and not 0 < value <= 100:
+        return [f"{path}: must be between 1 and 100 (got {value})"]
+    return []
+
+
+def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
+    base = "spec.analysis"
+    problems: list[str] = []
+    if analysis.interval <= 0:
+        problems.append(f"{base}.interval: must be longer than 0s")
+    if analysis.threshold < 0:
+        problems.append(f"{base}.threshold: must not be negative (got {analysis.threshold})")
+    elif analysis.threshold == 0:
+        problems.append(f"{base}.threshold: must be at least 1")
+    problems += _weight_problem(f"{base}.maxWeight", analysis.max_weight)
+    problems += _weight_problem(f"{base}.stepWeight", analysis.step_weight)
+    problems += _weight_problem(f"{base}.mirrorWeight", analysis.mirror_weight)
+    for index, weight in enumerate(analysis.step_weights):
+        problems += _weight_problem(f"{base}.stepWeights[{index}]", weight)
+    if any(b <= a for a, b in zip(analysis.step_weights, analysis.step_weights[1:], strict=False)):
+        problems.append(f"{base}.stepWeights: must be strictly increasing")
+    if (
+        analysis.step_weight is not None
+        and analysis.max_weight is not None
+        and analysis.step_weight > analysis.max_weight
+    ):
+        problems.append(
+            f"{base}.stepWeight: must not exceed maxWeight "
+            f"({analysis.step_weight} > {analysis.max_weight})"
+        )
+    if analysis.iterations is not None and analysis.iterations < 1:
+        problems.append(f"{base}.iterations: must be at least 1 (got {analysis.iterations})")
+    has_weights = bool(analysis.step_weights) or analysis.step_weight is not None
+    if analysis.iterations is None and not has_weights:
+        problems.append(f"{base}: needs stepWeight (with maxWeight), stepWeights or iterations")
+    if provider == "kubernetes" and analysis.iterations is None and has_weights:
+        problems.append(
+            f"{base}.stepWeight: provider 'kubernetes' has no traffic router; "
+            "use iterations (blue/green)"
+        )
+    if provider == "kubernetes" and (analysis.match or analysis.mirror):
+        problems.append(f"{base}.match: provider 'kubernetes' cannot match or mirror traffic")
+    if analysis.match and analysis.iterations is None:
+        problems.append(f"{base}.iterations: required with match (A/B testing)")
+    for index, metric in enumerate(analysis.metrics):
+        problems += _metric_problems(metric, f"{base}.metrics[{index}]")
+    for index, webhook in enumerate(analysis.webhooks):
+        url = urlparse(webhook.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            problems.append(
+                f"{base}.webhooks[{index}].url: must be an http(s) URL (got {webhook.url!r})"
+            )
+    return problems
+
+
+def _metric_problems(metric: spec.Metric, path: str) -> list[str]:
+    problems: list[str] = []
+    if not metric.builtin and metric.query is None and metric.template_ref is None:
+        problems.append(
+            f"{path}: {metric.name!r} is neither a built-in metric "
+            f"({', '.join(spec.BUILTIN_METRICS)}) nor has a query or templateRef"
+        )
+    bounds = metric.threshold_range
+    if bounds and bounds.min is not None and bounds.max is not None and bounds.min > bounds.max:
+        problems.append(
+            f"{path}.thresholdRange: min must not exceed max ({bounds.min:g} > {bounds.max:g})"
+        )
+    if metric.interval <= 0:
+        problems.append(f"{path}.interval: must be longer than 0s")
+    return problems
+
+
+def _unknown_fields(model: BaseModel, path: str) -> list[str]:
+    found = [f"{path}.{name}" if path else name for name in (model.model_extra or {})]
+    for name, info in type(model).model_fields.items():
+        alias = info.serialization_alias or name
+        child_path = f"{path}.{alias}" if path else alias
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            found += _unknown_fields(value, child_path)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    found += _unknown_fields(item, f"{child_path}[{index}]")
+    return found

@@ -1,0 +1,132 @@
+"""Event messages in Flagger's wording; `target` is always `name.namespace`."""
+
+from canary.spec import Metric
+
+
+def _number(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
+
+
+def starting(target: str) -> str:
+    return f"Starting canary analysis for {target}"
+
+
+def new_revision(target: str) -> str:
+    return f"New revision detected! Scaling up {target}"
+
+
+def initialization_done(target: str) -> str:
+    return f"Initialization done! {target}"
+
+
+def nothing_to_roll_out(target: str) -> str:
+    return f"No new revision of {target}: canary and primary run the same template"
+
+
+def advance_weight(target: str, weight: int) -> str:
+    return f"Advance {target} canary weight {weight}"
+
+
+def advance_iteration(target: str, iteration: int, iterations: int) -> str:
+    return f"Advance {target} canary iteration {iteration}/{iterations}"
+
+
+def routing_mirror(target: str, weight: int) -> str:
+    return f"Mirroring {weight}% of the traffic to {target}"
+
+
+def routing_match(target: str) -> str:
+    return f"Routing matching requests to {target}"
+
+
+def halt_metric(target: str, metric: Metric, value: float) -> str:
+    bounds = metric.threshold_range
+    assert bounds is not None
+    if bounds.min is not None and value < bounds.min:
+        unit = "%" if metric.name == "request-success-rate" else ""
+        comparison = f"{value:.2f}{unit} < {_number(bounds.min)}{unit}"
+    else:
+        upper = bounds.max if bounds.max is not None else value
+        unit = "ms" if metric.name == "request-duration" else ""
+        comparison = f"{_number(value)}{unit} > {_number(upper)}{unit}"
+    label = {"request-success-rate": "success rate", "request-duration": "request duration"}
+    return f"Halt {target} advancement {label.get(metric.name, metric.name)} {comparison}"
+
+
+def halt_no_values(target: str, metric: str) -> str:
+    return (
+        f"Halt advancement no values found for metric {metric} "
+        f"probably {target} is not receiving traffic"
+    )
+
+
+def halt_metrics_unavailable(target: str, metric: str, error: str) -> str:
+    return f"Halt {target} advancement metrics unavailable for {metric}: {error}"
+
+
+def halt_webhook(target: str, webhook: str, detail: str) -> str:
+    return f"Halt {target} advancement external check {webhook} failed {detail}".rstrip()
+
+
+def pre_rollout_failed(target: str, webhook: str, detail: str) -> str:
+    return f"Pre-rollout check {webhook} failed for {target} {detail}".rstrip()
+
+
+def waiting_for_approval(target: str, webhook: str) -> str:
+    return f"Halt {target} advancement waiting for approval {webhook}"
+
+
+def waiting_for_traffic_approval(target: str, webhook: str) -> str:
+    return f"Halt {target} advancement waiting for traffic increase approval {webhook}"
+
+
+def waiting_for_promotion_approval(target: str, webhook: str) -> str:
+    return f"Halt {target} advancement waiting for promotion approval {webhook}"
+
+
+def rolling_back_threshold(target: str, failed_checks: int) -> str:
+    return f"Rolling back {target} failed checks threshold reached {failed_checks}"
+
+
+def rolling_back_deadline(target: str, detail: str) -> str:
+    return f"Rolling back {target} progress deadline exceeded {detail}"
+
+
+def rolling_back_abort(target: str, reason: str) -> str:
+    return f"Rolling back {target} manual abort: {reason}"
+
+
+def rolling_back_error(target: str, error: str) -> str:
+    return f"Rolling back {target} {error}"
+
+
+def canary_failed(target: str) -> str:
+    return f"Canary failed! Scaling down {target}"
+
+
+def promotion_requested(target: str) -> str:
+    return f"Promotion of {target} requested: skipping the remaining analysis"
+
+
+def copying_template(target: str, primary: str) -> str:
+    return f"Copying {target} template spec to {primary}"
+
+
+def routing_all_to_primary(target: str) -> str:
+    return f"Routing all traffic to primary of {target}"
+
+
+def promotion_completed(target: str) -> str:
+    return f"Promotion completed! Scaling down {target}"
+
+
+def paused(target: str) -> str:
+    return f"Canary analysis of {target} paused"
+
+
+def resumed(target: str) -> str:
+    return f"Canary analysis of {target} resumed"
+
+
+def hook_failed(kind: str, webhook: str, detail: str) -> str:
+    return f"{kind} hook {webhook} failed {detail}".rstrip()

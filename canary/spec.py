@@ -1,0 +1,190 @@
+"""The rollout spec: Flagger's `Canary` (flagger.app/v1beta1) as pydantic models.
+
+Field names follow Flagger's YAML (camelCase aliases); durations are held in seconds.
+Unknown fields are kept so the loader can warn about them instead of failing.
+"""
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AliasGenerator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from canary import durations
+
+ROUTERS = ("istio", "kubernetes")
+"""Routers coalmine implements; `kubernetes` means no traffic router (blue/green only)."""
+
+TARGET_KINDS = ("Deployment",)
+
+BUILTIN_METRICS = ("request-success-rate", "request-duration")
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return durations.parse_duration(value)
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 1m or 1m30s")
+    if isinstance(value, int | float):
+        raise ValueError(f"must be a duration with a unit, such as {value}s or {value}m")
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        populate_by_name=True,
+        extra="allow",
+        frozen=True,
+    )
+
+
+class ObjectRef(SpecModel):
+    api_version: str | None = None
+    kind: str
+    name: str = Field(min_length=1)
+
+
+class TemplateRef(SpecModel):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
+class ThresholdRange(SpecModel):
+    min: float | None = None
+    max: float | None = None
+
+
+class Metric(SpecModel):
+    name: str = Field(min_length=1)
+    interval: Seconds = 60.0
+    threshold_range: ThresholdRange | None = None
+    query: str | None = None
+    template_ref: TemplateRef | None = None
+    template_variables: dict[str, str] = Field(default_factory=dict)
+    metrics_server: str | None = None
+    """Prometheus address from the metric's MetricTemplate, when it names one."""
+
+    @property
+    def builtin(self) -> bool:
+        return self.query is None and self.name in BUILTIN_METRICS
+
+
+class WebhookType(StrEnum):
+    CONFIRM_ROLLOUT = "confirm-rollout"
+    PRE_ROLLOUT = "pre-rollout"
+    ROLLOUT = "rollout"
+    CONFIRM_TRAFFIC_INCREASE = "confirm-traffic-increase"
+    CONFIRM_PROMOTION = "confirm-promotion"
+    POST_ROLLOUT = "post-rollout"
+    ROLLBACK = "rollback"
+    EVENT = "event"
+
+
+class Webhook(SpecModel):
+    name: str = Field(min_length=1)
+    type: WebhookType = WebhookType.ROLLOUT
+    url: str
+    timeout: Seconds = 10.0
+    metadata: dict[str, str] = Field(default_factory=dict)
+    mute_alert: bool = False
+
+
+class Strategy(StrEnum):
+    CANARY = "canary"
+    AB_TESTING = "ab-testing"
+    BLUE_GREEN = "blue-green"
+    BLUE_GREEN_MIRROR = "blue-green-mirror"
+
+
+class Analysis(SpecModel):
+    interval: Seconds = 60.0
+    threshold: int = 5
+    max_weight: int | None = None
+    step_weight: int | None = None
+    step_weights: list[int] = Field(default_factory=list)
+    iterations: int | None = None
+    match: list[dict[str, Any]] = Field(default_factory=list)
+    mirror: bool = False
+    mirror_weight: int | None = None
+    metrics: list[Metric] = Field(default_factory=list)
+    webhooks: list[Webhook] = Field(default_factory=list)
+    metrics_server: str | None = None
+    """coalmine extension: Prometheus address for this rollout (else the worker's default)."""
+
+    @property
+    def strategy(self) -> Strategy:
+        if self.iterations is None:
+            return Strategy.CANARY
+        if self.match:
+            return Strategy.AB_TESTING
+        return Strategy.BLUE_GREEN_MIRROR if self.mirror else Strategy.BLUE_GREEN
+
+    @property
+    def weights(self) -> list[int]:
+        """The canary weights of a canary strategy, in order, ending at the maximum."""
+        if self.step_weights:
+            return list(self.step_weights)
+        step = self.step_weight or 0
+        top = self.max_weight if self.max_weight is not None else 100
+        if step <= 0:
+            return []
+        steps = list(range(step, top + 1, step))
+        if not steps or steps[-1] != top:
+            steps.append(top)
+        return steps
+
+    def webhooks_of(self, kind: WebhookType) -> list[Webhook]:
+        return [hook for hook in self.webhooks if hook.type == kind]
+
+
+class Service(SpecModel):
+    name: str | None = None
+    port: int = Field(gt=0, le=65535)
+    target_port: int | str | None = None
+    port_name: str = "http"
+    gateways: list[str] = Field(default_factory=list)
+    hosts: list[str] = Field(default_factory=list)
+    traffic_policy: dict[str, Any] | None = None
+    retries: dict[str, Any] | None = None
+
+
+class CanarySpec(SpecModel):
+    provider: str = "istio"
+    target_ref: ObjectRef
+    autoscaler_ref: ObjectRef | None = None
+    progress_deadline_seconds: int = Field(default=600, gt=0)
+    service: Service
+    skip_analysis: bool = False
+    analysis: Analysis
+
+
+class ObjectMeta(SpecModel):
+    name: str = Field(min_length=1)
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Canary(SpecModel):
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: CanarySpec
+
+    @property
+    def target(self) -> str:
+        """`name.namespace`, the way events name the rollout."""
+        return f"{self.metadata.name}.{self.metadata.namespace}"
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id(self.metadata.namespace, self.metadata.name)
+
+
+def workflow_id(namespace: str, name: str) -> str:
+    """One rollout per Canary: Temporal refuses a second running workflow with this id."""
+    return f"canary-{namespace}-{name}"
