@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Resource:
-    """A resource as error messages name it: `kind` for one object, `plural` for RBAC rules."""
+    """A resource type: its `kind`, and its `plural` qualified by group as RBAC rules name it."""
 
     kind: str
     plural: str
@@ -29,10 +29,12 @@ def api_client_from_environment() -> kubernetes.client.ApiClient:
     """In-cluster credentials inside a pod, else the kubeconfig (`KUBECONFIG` or the default)."""
     configuration = kubernetes.client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
     else:
         # The library reads KUBECONFIG once at import; pass it so a later change is seen.
-        kubernetes.config.load_kube_config(
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=os.environ.get("KUBECONFIG"),
             client_configuration=configuration,
         )
@@ -86,15 +88,16 @@ def _permanent_message(
     exc: kubernetes.client.ApiException, verb: str, resource: Resource, namespace: str, name: str
 ) -> str | None:
     reason = _server_message(exc)
+    kind = resource.kind.lower()
     detail = f" ({reason})" if reason else ""
     match exc.status:
         case 404 if verb == "create":
             return (
-                f"cannot create {resource.kind} {namespace}/{name}: namespace {namespace} "
+                f"cannot create {kind} {namespace}/{name}: namespace {namespace} "
                 f"or the {resource.plural} API does not exist{detail}"
             )
         case 404:
-            return f"{resource.kind} {namespace}/{name} not found"
+            return f"{kind} {namespace}/{name} not found"
         case 403:
             return (
                 f"RBAC refusal: not allowed to {verb} {resource.plural} "
@@ -106,7 +109,7 @@ def _permanent_message(
                 f"to {verb} {resource.plural} in namespace {namespace}{detail}"
             )
         case 400 | 422:
-            return f"cannot {verb} {resource.kind} {namespace}/{name}: invalid request{detail}"
+            return f"cannot {verb} {kind} {namespace}/{name}: invalid request{detail}"
     return None
 
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from activities.errors import MetricsUnavailableError, PermanentError
@@ -98,15 +99,14 @@ class PrometheusMetrics:
             url=self._address,
             session=session,
             retry=Retry(total=0, read=False),
-            # The client's hint says int; requests takes any number of seconds.
-            timeout=timeout_seconds,  # type: ignore[arg-type]
+            timeout=timeout_seconds,
         )
 
     def query_value(self, promql: str) -> float | None:
         """The instant query's value, or None when there is none (empty result or NaN).
 
-        With several series only the first one's value counts, as in Flagger; write the query
-        so that it returns one series (e.g. wrap it in `sum(...)`).
+        With several series only the first one's value counts (as Flagger documents); write
+        the query so that it returns one series, e.g. wrap it in `sum(...)`.
         """
         try:
             result = self._client.custom_query(promql)
@@ -168,7 +168,9 @@ def _first_value(result: list[Any], promql: str) -> float | None:
         return None
     if isinstance(result[0], dict):
         if "value" not in result[0]:
-            raise PermanentError(f"query returns a range vector, not instant values; query: {promql}")
+            raise PermanentError(
+                f"query returns a range vector, not instant values; query: {promql}"
+            )
         sample = result[0]["value"][1]
     else:
         sample = result[1]

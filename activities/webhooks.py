@@ -59,7 +59,10 @@ def webhook_payload(
         "namespace": namespace,
         "phase": phase,
         "checksum": checksum,
-        "metadata": {**metadata, **{key: value for key, value in event.items() if value is not None}},
+        "metadata": {
+            **metadata,
+            **{key: value for key, value in event.items() if value is not None},
+        },
     }
 
 

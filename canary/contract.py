@@ -85,3 +85,8 @@ class ObserveRequest(BaseModel):
     canary: Canary
     phase: Phase
     checksum: str = ""
+
+class ControlRequest(BaseModel):
+    """Input of pause, resume, promote and abort: why, in the caller's words."""
+
+    reason: str = ""

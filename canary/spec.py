@@ -7,7 +7,14 @@ Unknown fields are kept so the loader can warn about them instead of failing.
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AliasGenerator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
 from pydantic.alias_generators import to_camel
 
 from canary import durations
@@ -30,7 +37,13 @@ def _duration(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+Seconds = Annotated[
+    float,
+    BeforeValidator(_duration),
+    PlainSerializer(durations.format_duration, return_type=str),
+    Field(ge=0),
+]
+"""A duration held in seconds, written back as `1m30s` so the spec round-trips."""
 
 
 class SpecModel(BaseModel):

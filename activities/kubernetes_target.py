@@ -1,0 +1,349 @@
+"""Kubernetes target: an apps/v1 Deployment, with Flagger's naming.
+
+The user's Deployment `<name>` is the canary; coalmine keeps a copy `<name>-primary` whose
+selector and pod labels carry `<value>-primary` in place of the app label's value, so the two
+never select each other's pods. Optional companions: an HPA copy `<hpa>-primary` scaling the
+primary, and the Services `<svc>` (apex), `<svc>-primary` and `<svc>-canary`.
+"""
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+import pydantic
+
+from activities import errors, kube_client
+
+REVISION_ANNOTATION = "coalmine.dev/revision"
+SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
+"""Selector labels that name the app, in Flagger's order of preference."""
+
+PROMOTED_SPEC_FIELDS = (
+    "template",
+    "strategy",
+    "minReadySeconds",
+    "progressDeadlineSeconds",
+    "revisionHistoryLimit",
+)
+"""Deployment spec fields that promotion copies from the canary to the primary."""
+
+DEPLOYMENT = kube_client.Resource("Deployment", "deployments.apps")
+AUTOSCALER = kube_client.Resource("HorizontalPodAutoscaler", "horizontalpodautoscalers.autoscaling")
+SERVICE = kube_client.Resource("Service", "services")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    name: str
+    port: int
+    target_port: int | str | None = None
+    port_name: str = "http"
+
+
+@dataclass(frozen=True)
+class TargetState:
+    primary_replicas: int
+    created_primary: bool
+    canary_revision: str
+    primary_revision: str
+    """Empty when the primary carries no revision annotation (it was not made by coalmine)."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    message: str
+
+
+def template_revision(template: Mapping[str, Any]) -> str:
+    """A short stable digest of a pod template: sha256 of its canonical JSON."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class KubernetesTarget:
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        namespace: str,
+        name: str,
+        autoscaler_name: str | None = None,
+        service: ServiceSettings | None = None,
+    ) -> None:
+        self._apps = kubernetes.client.AppsV1Api(api)
+        self._autoscaling = kubernetes.client.AutoscalingV2Api(api)
+        self._core = kubernetes.client.CoreV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.primary_name = f"{name}-primary"
+        self.autoscaler_name = autoscaler_name
+        self.service = service
+
+    def initialize(self) -> TargetState:
+        """Create the primary and its HPA when missing (existing ones stay as they are) and
+        bring the Services to the settings."""
+        target = self._read_deployment(self.name)
+        label, value = _selector_label(target, self.namespace, self.name)
+        canary_revision = template_revision(target["spec"]["template"])
+        with kube_client.api_errors("get", DEPLOYMENT, self.namespace, self.primary_name):
+            primary_model = kube_client.read_optional(
+                lambda: self._apps.read_namespaced_deployment(self.primary_name, self.namespace)
+            )
+        created = primary_model is None
+        if primary_model is None:
+            primary = self._primary_from(target, label, value, canary_revision)
+            with kube_client.api_errors("create", DEPLOYMENT, self.namespace, self.primary_name):
+                self._apps.create_namespaced_deployment(
+                    self.namespace, kubernetes.client.V1Deployment.model_validate(primary)
+                )
+        else:
+            primary = _as_dict(primary_model)
+        if self.autoscaler_name is not None:
+            self._ensure_primary_autoscaler(self.autoscaler_name, update=False)
+        if self.service is not None:
+            self._ensure_services(self.service, label, value)
+        annotations = primary["metadata"].get("annotations") or {}
+        return TargetState(
+            primary_replicas=primary["spec"].get("replicas", 1),
+            created_primary=created,
+            canary_revision=canary_revision,
+            primary_revision=annotations.get(REVISION_ANNOTATION, ""),
+        )
+
+    def set_image(self, image: str, container: str | None = None) -> None:
+        """Set the image of `container` (default: the first) in the canary's pod template."""
+        target = self._read_deployment(self.name)
+        containers = target["spec"]["template"]["spec"]["containers"]
+        names = [item["name"] for item in containers]
+        wanted = container if container is not None else next(iter(names), "")
+        if wanted not in names:
+            raise errors.PermanentError(
+                f"deployment {self.namespace}/{self.name} has no container {wanted!r} "
+                f"(containers: {', '.join(names) or 'none'})"
+            )
+        index = names.index(wanted)
+        if containers[index].get("image") == image:
+            return
+        containers[index]["image"] = image
+        self._patch_deployment(
+            self.name,
+            _guarded({"spec": {"template": {"spec": {"containers": containers}}}}, target),
+        )
+
+    def scale_canary(self, replicas: int) -> None:
+        self._patch_deployment(self.name, {"spec": {"replicas": replicas}})
+
+    def canary_readiness(self) -> Readiness:
+        return _readiness(self._read_deployment(self.name), self.namespace)
+
+    def primary_readiness(self) -> Readiness:
+        return _readiness(self._read_deployment(self.primary_name), self.namespace)
+
+    def promote(self) -> None:
+        """Copy the canary's pod template (relabelled) and rollout settings to the primary."""
+        target = self._read_deployment(self.name)
+        label, value = _selector_label(target, self.namespace, self.name)
+        primary = self._read_deployment(self.primary_name)
+        desired = _promoted_fields(target["spec"], label, value)
+        current = {
+            key: primary["spec"][key] for key in PROMOTED_SPEC_FIELDS if key in primary["spec"]
+        }
+        patch: dict[str, Any] = {}
+        if spec_patch := kube_client.merge_patch(current, desired):
+            patch["spec"] = spec_patch
+        revision = template_revision(target["spec"]["template"])
+        annotations = primary["metadata"].get("annotations") or {}
+        if annotations.get(REVISION_ANNOTATION) != revision:
+            patch["metadata"] = {"annotations": {REVISION_ANNOTATION: revision}}
+        if patch:
+            self._patch_deployment(self.primary_name, _guarded(patch, primary))
+        if self.autoscaler_name is not None:
+            self._ensure_primary_autoscaler(self.autoscaler_name, update=True)
+
+    def canary_revision(self) -> str:
+        return template_revision(self._read_deployment(self.name)["spec"]["template"])
+
+    def _read_deployment(self, name: str) -> dict[str, Any]:
+        with kube_client.api_errors("get", DEPLOYMENT, self.namespace, name):
+            return _as_dict(self._apps.read_namespaced_deployment(name, self.namespace))
+
+    def _patch_deployment(self, name: str, patch: dict[str, Any]) -> None:
+        with kube_client.api_errors("patch", DEPLOYMENT, self.namespace, name):
+            self._apps.patch_namespaced_deployment(
+                name, self.namespace, patch, _content_type=kube_client.MERGE_PATCH
+            )
+
+    def _primary_from(
+        self, target: Mapping[str, Any], label: str, value: str, revision: str
+    ) -> dict[str, Any]:
+        primary_value = f"{value}-primary"
+        spec = copy.deepcopy(target["spec"])
+        spec["replicas"] = max(1, spec.get("replicas", 1))
+        selector = spec["selector"]
+        selector["matchLabels"] = {**selector["matchLabels"], label: primary_value}
+        spec["template"] = _primary_template(spec["template"], label, value)
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": self.primary_name,
+                "namespace": self.namespace,
+                "labels": {**(target["metadata"].get("labels") or {}), label: primary_value},
+                "annotations": {REVISION_ANNOTATION: revision},
+            },
+            "spec": spec,
+        }
+
+    def _ensure_primary_autoscaler(self, name: str, update: bool) -> None:
+        """Create `<hpa>-primary` from the user's HPA; with `update`, also sync its spec."""
+        primary_name = f"{name}-primary"
+        with kube_client.api_errors("get", AUTOSCALER, self.namespace, name):
+            source = _as_dict(
+                self._autoscaling.read_namespaced_horizontal_pod_autoscaler(name, self.namespace)
+            )
+        spec = copy.deepcopy(source["spec"])
+        spec["scaleTargetRef"]["name"] = self.primary_name
+        with kube_client.api_errors("get", AUTOSCALER, self.namespace, primary_name):
+            existing = kube_client.read_optional(
+                lambda: self._autoscaling.read_namespaced_horizontal_pod_autoscaler(
+                    primary_name, self.namespace
+                )
+            )
+        if existing is None:
+            body = {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {
+                    "name": primary_name,
+                    "namespace": self.namespace,
+                    "labels": source["metadata"].get("labels") or {},
+                },
+                "spec": spec,
+            }
+            with kube_client.api_errors("create", AUTOSCALER, self.namespace, primary_name):
+                self._autoscaling.create_namespaced_horizontal_pod_autoscaler(
+                    self.namespace, kubernetes.client.V2HorizontalPodAutoscaler.model_validate(body)
+                )
+            return
+        if not update:
+            return
+        current = _as_dict(existing)
+        if patch := kube_client.merge_patch(current.get("spec") or {}, spec):
+            with kube_client.api_errors("patch", AUTOSCALER, self.namespace, primary_name):
+                self._autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+                    primary_name,
+                    self.namespace,
+                    _guarded({"spec": patch}, current),
+                    _content_type=kube_client.MERGE_PATCH,
+                )
+
+    def _ensure_services(self, settings: ServiceSettings, label: str, value: str) -> None:
+        port = {
+            "name": settings.port_name,
+            "port": settings.port,
+            "targetPort": settings.port if settings.target_port is None else settings.target_port,
+            "protocol": "TCP",
+        }
+        primary_selector = {label: f"{value}-primary"}
+        for name, selector in (
+            (settings.name, primary_selector),
+            (f"{settings.name}-primary", primary_selector),
+            (f"{settings.name}-canary", {label: value}),
+        ):
+            self._ensure_service(name, {"selector": selector, "ports": [port]})
+
+    def _ensure_service(self, name: str, desired: dict[str, Any]) -> None:
+        with kube_client.api_errors("get", SERVICE, self.namespace, name):
+            existing = kube_client.read_optional(
+                lambda: self._core.read_namespaced_service(name, self.namespace)
+            )
+        if existing is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"type": "ClusterIP", **desired},
+            }
+            with kube_client.api_errors("create", SERVICE, self.namespace, name):
+                self._core.create_namespaced_service(
+                    self.namespace, kubernetes.client.V1Service.model_validate(body)
+                )
+            return
+        spec = _as_dict(existing).get("spec") or {}
+        current = {key: spec[key] for key in desired if key in spec}
+        if patch := kube_client.merge_patch(current, desired):
+            with kube_client.api_errors("patch", SERVICE, self.namespace, name):
+                self._core.patch_namespaced_service(
+                    name, self.namespace, {"spec": patch}, _content_type=kube_client.MERGE_PATCH
+                )
+
+
+def _as_dict(model: pydantic.BaseModel) -> dict[str, Any]:
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _selector_label(deployment: Mapping[str, Any], namespace: str, name: str) -> tuple[str, str]:
+    match_labels = deployment["spec"].get("selector", {}).get("matchLabels") or {}
+    for label in SELECTOR_LABELS:
+        if label in match_labels:
+            return label, match_labels[label]
+    raise errors.PermanentError(
+        f"deployment {namespace}/{name} spec.selector.matchLabels must contain one of "
+        f"{', '.join(SELECTOR_LABELS)}"
+    )
+
+
+def _primary_template(template: Mapping[str, Any], label: str, value: str) -> dict[str, Any]:
+    relabelled = copy.deepcopy(dict(template))
+    metadata = relabelled.setdefault("metadata", {})
+    metadata["labels"] = {**(metadata.get("labels") or {}), label: f"{value}-primary"}
+    return relabelled
+
+
+def _promoted_fields(spec: Mapping[str, Any], label: str, value: str) -> dict[str, Any]:
+    fields = {key: copy.deepcopy(spec[key]) for key in PROMOTED_SPEC_FIELDS if key in spec}
+    fields["template"] = _primary_template(spec["template"], label, value)
+    return fields
+
+
+def _guarded(patch: dict[str, Any], read: Mapping[str, Any]) -> dict[str, Any]:
+    """Make the patch conditional on the object being unchanged since `read` (409 otherwise)."""
+    resource_version = read.get("metadata", {}).get("resourceVersion")
+    if resource_version is None:
+        return patch
+    metadata = patch.setdefault("metadata", {})
+    metadata["resourceVersion"] = resource_version
+    return patch
+
+
+def _readiness(deployment: Mapping[str, Any], namespace: str) -> Readiness:
+    """Ready when ready, updated and available replicas reach the desired count.
+
+    A status written by the deployment controller (it has `observedGeneration`) omits zero
+    counts, so a missing count is zero there; in any other status only present counts matter.
+    """
+    metadata = deployment["metadata"]
+    subject = f"deployment {namespace}/{metadata['name']}"
+    desired = deployment["spec"].get("replicas", 1)
+    status = deployment.get("status") or {}
+    generation = metadata.get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return Readiness(False, f"{subject}: generation {generation} not yet observed")
+    default = 0 if observed is not None else None
+    ready = status.get("readyReplicas", 0)
+    problems = [] if ready >= desired else [f"{ready} of {desired} replicas ready"]
+    for field, word in (("updatedReplicas", "updated"), ("availableReplicas", "available")):
+        count = status.get(field, default)
+        if count is not None and count < desired:
+            problems.append(f"{count} of {desired} replicas {word}")
+    updated = status.get("updatedReplicas", default)
+    if updated is not None and status.get("replicas", 0) > updated:
+        problems.append(f"{status['replicas'] - updated} old replicas pending termination")
+    if problems:
+        return Readiness(False, f"{subject}: {', '.join(problems)}")
+    return Readiness(True, f"{subject}: {ready} of {desired} replicas ready")

@@ -1,0 +1,265 @@
+"""IstioRouter against a kmock Kubernetes emulator over real HTTP."""
+
+from typing import Any
+
+import kubernetes
+import pytest
+
+from activities.errors import PermanentError
+from activities.istio_router import IstioRouter, IstioSettings, Routes
+from tests.support.kube import (
+    DESTINATION_RULES,
+    NAMESPACE,
+    VIRTUAL_SERVICES,
+    ServedEmulator,
+    kube_fixture,  # noqa: F401
+)
+
+RETRIES = {"attempts": 3, "perTryTimeout": "1s", "retryOn": "gateway-error,connect-failure"}
+TRAFFIC_POLICY = {"tls": {"mode": "ISTIO_MUTUAL"}}
+MATCH = (
+    {"headers": {"x-canary": {"exact": "insider"}}},
+    {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}},
+)
+
+
+def router(kube: ServedEmulator, **settings: Any) -> IstioRouter:
+    return IstioRouter(kube.api, NAMESPACE, IstioSettings(service="podinfo", **settings))
+
+
+def destination(host: str, weight: int) -> dict[str, Any]:
+    return {"destination": {"host": host}, "weight": weight}
+
+
+def http_routes(kube: ServedEmulator) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")["spec"]["http"]
+    return routes
+
+
+def test_reconcile_creates_destination_rules_and_a_virtual_service(kube: ServedEmulator) -> None:
+    router(kube, traffic_policy=TRAFFIC_POLICY).reconcile()
+
+    for host in ("podinfo-primary", "podinfo-canary"):
+        rule = kube.get(DESTINATION_RULES, NAMESPACE, host)
+        assert rule["apiVersion"] == "networking.istio.io/v1beta1"
+        assert rule["kind"] == "DestinationRule"
+        assert rule["spec"] == {"host": host, "trafficPolicy": TRAFFIC_POLICY}
+    service = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")
+    assert service["kind"] == "VirtualService"
+    assert service["spec"] == {
+        "hosts": ["podinfo"],
+        "gateways": ["mesh"],
+        "http": [
+            {"route": [destination("podinfo-primary", 100), destination("podinfo-canary", 0)]}
+        ],
+    }
+
+
+def test_reconcile_uses_hosts_gateways_retries_and_port(kube: ServedEmulator) -> None:
+    router(
+        kube,
+        hosts=("app.example.com",),
+        gateways=("public-gateway.istio-system.svc.cluster.local",),
+        retries=RETRIES,
+        port=9898,
+    ).reconcile()
+
+    spec = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")["spec"]
+    assert spec["hosts"] == ["app.example.com", "podinfo"]
+    assert spec["gateways"] == ["public-gateway.istio-system.svc.cluster.local"]
+    port = {"number": 9898}
+    assert spec["http"] == [
+        {
+            "route": [
+                {"destination": {"host": "podinfo-primary", "port": port}, "weight": 100},
+                {"destination": {"host": "podinfo-canary", "port": port}, "weight": 0},
+            ],
+            "retries": RETRIES,
+        }
+    ]
+    assert kube.get(DESTINATION_RULES, NAMESPACE, "podinfo-canary")["spec"] == {
+        "host": "podinfo-canary"
+    }
+
+
+def test_set_routes_stores_absolute_weights(kube: ServedEmulator) -> None:
+    istio = router(kube)
+    istio.reconcile()
+
+    istio.set_routes(70, 30)
+
+    assert http_routes(kube) == [
+        {"route": [destination("podinfo-primary", 70), destination("podinfo-canary", 30)]}
+    ]
+    assert istio.get_routes() == Routes(70, 30)
+
+
+def test_set_routes_is_idempotent(kube: ServedEmulator) -> None:
+    istio = router(kube, retries=RETRIES)
+    istio.reconcile()
+    istio.set_routes(70, 30)
+    stored = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")
+    writes = kube.writes()
+
+    istio.set_routes(70, 30)
+
+    assert kube.writes() == writes
+    assert kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo") == stored
+
+
+def test_set_routes_for_ab_testing_routes_matching_requests_only(kube: ServedEmulator) -> None:
+    istio = router(kube, match=MATCH, retries=RETRIES)
+    istio.reconcile()
+
+    istio.set_routes(0, 100)
+
+    assert http_routes(kube) == [
+        {
+            "match": list(MATCH),
+            "route": [destination("podinfo-primary", 0), destination("podinfo-canary", 100)],
+            "retries": RETRIES,
+        },
+        {"route": [destination("podinfo-primary", 100)], "retries": RETRIES},
+    ]
+    assert istio.get_routes() == Routes(0, 100)
+
+
+def test_set_routes_with_mirror_copies_traffic_to_the_canary(kube: ServedEmulator) -> None:
+    istio = router(kube)
+    istio.reconcile()
+
+    istio.set_routes(100, 50, mirror=True)
+
+    assert http_routes(kube) == [
+        {
+            "route": [destination("podinfo-primary", 100), destination("podinfo-canary", 0)],
+            "mirror": {"host": "podinfo-canary"},
+            "mirrorPercentage": {"value": 50},
+        }
+    ]
+    assert istio.get_routes() == Routes(100, 50, mirror=True)
+
+    istio.set_routes(0, 100)
+
+    assert http_routes(kube) == [
+        {"route": [destination("podinfo-primary", 0), destination("podinfo-canary", 100)]}
+    ]
+    assert istio.get_routes() == Routes(0, 100)
+
+
+def test_reconcile_keeps_weights_and_refreshes_the_rest(kube: ServedEmulator) -> None:
+    router(kube).reconcile()
+    router(kube).set_routes(60, 40)
+
+    refreshed = router(kube, hosts=("app.example.com",), gateways=("gw",), retries=RETRIES)
+    refreshed.reconcile()
+
+    spec = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")["spec"]
+    assert spec["hosts"] == ["app.example.com", "podinfo"]
+    assert spec["gateways"] == ["gw"]
+    assert spec["http"] == [
+        {
+            "route": [destination("podinfo-primary", 60), destination("podinfo-canary", 40)],
+            "retries": RETRIES,
+        }
+    ]
+    assert refreshed.get_routes() == Routes(60, 40)
+
+
+def test_reconcile_keeps_mirroring(kube: ServedEmulator) -> None:
+    istio = router(kube)
+    istio.reconcile()
+    istio.set_routes(100, 20, mirror=True)
+
+    istio.reconcile()
+
+    assert istio.get_routes() == Routes(100, 20, mirror=True)
+
+
+def test_reconcile_is_idempotent(kube: ServedEmulator) -> None:
+    istio = router(kube, traffic_policy=TRAFFIC_POLICY, retries=RETRIES, match=MATCH, port=80)
+    istio.reconcile()
+    istio.set_routes(90, 10)
+    objects = {key: obj.raw for key, obj in kube.emulator.objects.items()}
+    writes = kube.writes()
+
+    istio.reconcile()
+
+    assert kube.writes() == writes
+    assert {key: obj.raw for key, obj in kube.emulator.objects.items()} == objects
+
+
+def test_reconcile_removes_a_dropped_traffic_policy(kube: ServedEmulator) -> None:
+    router(kube, traffic_policy=TRAFFIC_POLICY).reconcile()
+
+    router(kube).reconcile()
+
+    assert kube.get(DESTINATION_RULES, NAMESPACE, "podinfo-primary")["spec"] == {
+        "host": "podinfo-primary"
+    }
+
+
+def test_reconcile_takes_over_a_virtual_service_without_our_routes(kube: ServedEmulator) -> None:
+    kube.put(
+        VIRTUAL_SERVICES,
+        {
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "VirtualService",
+            "metadata": {"name": "podinfo", "namespace": NAMESPACE},
+            "spec": {
+                "hosts": ["podinfo"],
+                "exportTo": ["."],
+                "http": [{"route": [{"destination": {"host": "podinfo"}}]}],
+            },
+        },
+    )
+    istio = router(kube)
+
+    istio.reconcile()
+
+    spec = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")["spec"]
+    assert spec["exportTo"] == ["."]
+    assert istio.get_routes() == Routes(100, 0)
+
+
+def test_get_routes_of_a_virtual_service_without_our_routes_is_permanent(
+    kube: ServedEmulator,
+) -> None:
+    kube.put(
+        VIRTUAL_SERVICES,
+        {
+            "metadata": {"name": "podinfo", "namespace": NAMESPACE},
+            "spec": {"http": [{"route": [{"destination": {"host": "other"}}]}]},
+        },
+    )
+
+    with pytest.raises(PermanentError, match="has no route to podinfo-primary and podinfo-canary"):
+        router(kube).get_routes()
+
+
+@pytest.mark.parametrize(
+    "call", [lambda istio: istio.get_routes(), lambda istio: istio.set_routes(90, 10)]
+)
+def test_a_missing_virtual_service_is_permanent(kube: ServedEmulator, call: Any) -> None:
+    with pytest.raises(PermanentError, match=r"^virtualservice test/podinfo not found$"):
+        call(router(kube))
+
+
+def test_an_rbac_refusal_is_permanent(kube: ServedEmulator) -> None:
+    router(kube).reconcile()
+    kube.refuse("patch", VIRTUAL_SERVICES)
+
+    with pytest.raises(
+        PermanentError,
+        match=r"^RBAC refusal: not allowed to patch virtualservices.networking.istio.io "
+        r"in namespace test",
+    ):
+        router(kube).set_routes(50, 50)
+
+
+def test_server_errors_propagate_to_be_retried(kube: ServedEmulator) -> None:
+    kube.refuse("get", DESTINATION_RULES, status=500, reason="InternalError")
+
+    with pytest.raises(kubernetes.client.ApiException) as raised:
+        router(kube).reconcile()
+    assert raised.value.status == 500

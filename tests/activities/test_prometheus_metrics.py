@@ -1,0 +1,267 @@
+"""PrometheusMetrics against a real Prometheus scraping an exporter with known rates."""
+
+import json
+import socket
+import threading
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from activities.errors import MetricsUnavailableError, PermanentError
+from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
+from tests.support.exporter import MetricsExporter
+from tests.support.net import free_port
+from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
+
+NAMESPACE = "test"
+TARGET = "podinfo"
+DURATION_SHARES = {25.0: 0.50, 50.0: 0.30, 100.0: 0.15, 250.0: 0.03, 500.0: 0.02}
+
+
+def istio_labels(workload: str, namespace: str = NAMESPACE, **extra: str) -> dict[str, str]:
+    return {
+        "reporter": "destination",
+        "destination_workload_namespace": namespace,
+        "destination_workload": workload,
+        **extra,
+    }
+
+
+def prometheus_quantile(q: float, shares: Mapping[float, float]) -> float:
+    """histogram_quantile's rule: find the bucket holding rank q, interpolate linearly in it
+    (the first bucket starts at 0; a rank in the +Inf bucket gives the highest finite bound)."""
+    below = 0.0
+    lower = 0.0
+    for upper in sorted(shares):
+        if below + shares[upper] >= q:
+            return lower + (upper - lower) * (q - below) / shares[upper]
+        below += shares[upper]
+        lower = upper
+    return lower
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPrometheus]:
+    exporter = MetricsExporter()
+    requests_total = "istio_requests_total"
+    exporter.set_rate(requests_total, istio_labels(TARGET, response_code="200"), 98.0)
+    exporter.set_rate(requests_total, istio_labels(TARGET, response_code="503"), 2.0)
+    # Series the built-in queries must leave out: another reporter, namespace and workload.
+    source = {**istio_labels(TARGET, response_code="500"), "reporter": "source"}
+    exporter.set_rate(requests_total, source, 50.0)
+    exporter.set_rate(requests_total, istio_labels(TARGET, "other", response_code="500"), 50.0)
+    exporter.set_rate(requests_total, istio_labels(f"{TARGET}-primary", response_code="500"), 50.0)
+    exporter.set_rate(requests_total, istio_labels("idle", response_code="200"), 0.0)
+    duration = "istio_request_duration_milliseconds"
+    exporter.set_histogram(duration, istio_labels(TARGET), 100.0, DURATION_SHARES)
+    exporter.set_histogram(duration, istio_labels(f"{TARGET}-primary"), 100.0, {5000.0: 1.0})
+
+    workdir = tmp_path_factory.mktemp("prometheus")
+    scrape = static_scrape_config("istio", [exporter.target], scrape_interval="1s")
+    with exporter, running_prometheus(workdir, [scrape]) as server:
+        # Seven samples a second apart: enough for the 5s-window rates below to be whole.
+        server.wait_for(
+            f'count_over_time({requests_total}{{destination_workload="{TARGET}"}}[1m]) >= 7'
+        )
+        yield server
+
+
+@pytest.fixture
+def metrics(prometheus: RunningPrometheus) -> PrometheusMetrics:
+    return PrometheusMetrics(prometheus.address)
+
+
+def test_builtin_success_rate_is_the_percent_of_non_5xx_requests(
+    metrics: PrometheusMetrics,
+) -> None:
+    query = builtin_query(
+        "istio", "request-success-rate", namespace=NAMESPACE, target=TARGET, interval="1m"
+    )
+
+    assert metrics.query_value(query) == pytest.approx(98.0, abs=0.01)
+
+
+def test_builtin_duration_is_the_p99_in_milliseconds(metrics: PrometheusMetrics) -> None:
+    query = builtin_query(
+        "istio", "request-duration", namespace=NAMESPACE, target=TARGET, interval="1m"
+    )
+    expected = prometheus_quantile(0.99, DURATION_SHARES)
+
+    assert expected == pytest.approx(375.0)
+    assert metrics.query_value(query) == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("metric", ["request-success-rate", "request-duration"])
+def test_a_target_without_series_has_no_values(metrics: PrometheusMetrics, metric: str) -> None:
+    query = builtin_query("istio", metric, namespace=NAMESPACE, target="absent", interval="1m")
+
+    assert metrics.query_value(query) is None
+
+
+def test_no_traffic_makes_nan_which_is_no_values(
+    metrics: PrometheusMetrics, prometheus: RunningPrometheus
+) -> None:
+    query = builtin_query(
+        "istio", "request-success-rate", namespace=NAMESPACE, target="idle", interval="1m"
+    )
+
+    assert prometheus.query(query)[0]["value"][1] == "NaN"
+    assert metrics.query_value(query) is None
+
+
+def test_a_rendered_custom_query_gives_its_rate(metrics: PrometheusMetrics) -> None:
+    template = (
+        'sum(rate(istio_requests_total{reporter="{{ variables.reporter }}",'
+        ' destination_workload_namespace="{{namespace}}", destination_workload="{{ target }}",'
+        ' response_code=~"5.."}[{{ interval }}]))'
+    )
+    query = render_query(
+        template,
+        namespace=NAMESPACE,
+        target=TARGET,
+        interval="5s",
+        variables={"reporter": "destination"},
+    )
+
+    assert metrics.query_value(query) == pytest.approx(2.0, rel=0.1)
+
+
+@pytest.mark.parametrize(("order", "expected"), [("sort_desc", 98.0), ("sort", 2.0)])
+def test_several_series_give_the_first_ones_value(
+    metrics: PrometheusMetrics, order: str, expected: float
+) -> None:
+    query = (
+        f'{order}(sum by (response_code) (rate(istio_requests_total{{reporter="destination",'
+        f' destination_workload_namespace="{NAMESPACE}", destination_workload="{TARGET}"}}[5s])))'
+    )
+
+    assert metrics.query_value(query) == pytest.approx(expected, rel=0.1)
+
+
+def test_a_scalar_result_is_its_value(metrics: PrometheusMetrics) -> None:
+    assert metrics.query_value("2 * 21") == 42.0
+
+
+def test_invalid_promql_is_permanent_with_prometheus_error_text(
+    metrics: PrometheusMetrics,
+) -> None:
+    query = "sum(rate(istio_requests_total[1m])"
+
+    with pytest.raises(PermanentError) as raised:
+        metrics.query_value(query)
+
+    assert "status 400" in str(raised.value)
+    assert "parse error" in str(raised.value)
+    assert str(raised.value).endswith(f"query: {query}")
+
+
+def test_a_range_vector_is_permanent(metrics: PrometheusMetrics) -> None:
+    with pytest.raises(PermanentError, match="range vector"):
+        metrics.query_value("istio_requests_total[1m]")
+
+
+def test_a_closed_port_is_unavailable() -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+
+    with pytest.raises(MetricsUnavailableError) as raised:
+        PrometheusMetrics(address).query_value("up")
+
+    assert str(raised.value) == f"metrics unavailable: prometheus at {address}: connection refused"
+
+
+def test_a_server_that_never_answers_is_unavailable_after_the_timeout() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"http://127.0.0.1:{silent.getsockname()[1]}"
+
+        with pytest.raises(MetricsUnavailableError, match=r"timed out after 0\.5s$"):
+            PrometheusMetrics(address, timeout_seconds=0.5).query_value("up")
+
+
+def test_a_server_error_is_unavailable_with_its_error_text(tmp_path: Path) -> None:
+    class Overloaded(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(
+                {"status": "error", "errorType": "timeout", "error": "query timed out"}
+            ).encode()
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Overloaded) as server:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        address = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            with pytest.raises(MetricsUnavailableError) as raised:
+                PrometheusMetrics(address).query_value("up")
+        finally:
+            server.shutdown()
+
+    assert str(raised.value) == (
+        f"metrics unavailable: prometheus at {address}: status 503: query timed out"
+    )
+
+
+def test_render_fills_every_placeholder_with_or_without_spaces() -> None:
+    template = (
+        "{{namespace}} {{ target }} {{  interval}} {{ service }} {{ variables.code }}"
+        " {{variables.code}}"
+    )
+
+    rendered = render_query(
+        template,
+        namespace="test",
+        target="podinfo",
+        interval="1m30s",
+        service="podinfo-svc",
+        variables={"code": "503"},
+    )
+
+    assert rendered == "test podinfo 1m30s podinfo-svc 503 503"
+
+
+@pytest.mark.parametrize(
+    ("template", "named"),
+    [
+        ("up{job='{{ ingress }}'}", "{{ ingress }}"),
+        ("{{ service }}", "{{ service }}"),
+        ("{{ variables.missing }}", "{{ variables.missing }}"),
+        ("{{ .Name }}", "{{ .Name }}"),
+    ],
+)
+def test_render_refuses_an_unknown_placeholder_and_names_it(template: str, named: str) -> None:
+    with pytest.raises(ValueError, match="unknown placeholder") as raised:
+        render_query(template, namespace="test", target="podinfo", interval="1m")
+
+    assert named in str(raised.value)
+
+
+def test_builtin_queries_are_fully_rendered() -> None:
+    for metric in ["request-success-rate", "request-duration"]:
+        query = builtin_query("istio", metric, namespace="ns", target="app", interval="30s")
+
+        assert "{{" not in query
+        assert 'destination_workload_namespace="ns"' in query
+        assert "[30s]" in query
+
+
+@pytest.mark.parametrize(
+    ("router", "metric", "message"),
+    [
+        ("linkerd", "request-success-rate", "no built-in metrics for router 'linkerd'"),
+        ("istio", "error-budget", "no built-in metric 'error-budget' for router istio"),
+    ],
+)
+def test_builtin_query_refuses_unknown_router_or_metric(
+    router: str, metric: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        builtin_query(router, metric, namespace="test", target="podinfo", interval="1m")

@@ -1,0 +1,138 @@
+"""Same-name stand-ins for the activities: they record what the workflow asked for."""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from temporalio import activity
+
+from canary import contract
+from canary.decision import Routes, StepObservation
+from canary.spec import Canary
+from canary.status import MetricObservation, WebhookObservation
+
+Metrics = Callable[[int], list[MetricObservation]]
+"""Given the canary weight now routed, what the metrics say."""
+
+
+def healthy(weight: int) -> list[MetricObservation]:
+    return [
+        MetricObservation(name="request-success-rate", value=99.9),
+        MetricObservation(name="request-duration", value=120.0),
+    ]
+
+
+def failing(weight: int) -> list[MetricObservation]:
+    return [
+        MetricObservation(name="request-success-rate", value=61.5),
+        MetricObservation(name="request-duration", value=120.0),
+    ]
+
+
+@dataclass
+class FakePlatform:
+    metrics: Metrics = healthy
+    canary_ready: bool = True
+    webhook_ok: Callable[[str], bool] = lambda name: True
+    primary_revision: str = "rev-1"
+    routes: list[Routes] = field(default_factory=list)
+    scales: list[int] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    webhook_calls: list[str] = field(default_factory=list)
+    observed_weights: list[int] = field(default_factory=list)
+    promotions: int = 0
+    task_queue: str = field(default_factory=lambda: f"test-{uuid.uuid4()}")
+
+    def _weight(self) -> int:
+        return self.routes[-1].canary_weight if self.routes else 0
+
+    def activities(self) -> list[Callable[..., object]]:
+        return [
+            self.initialize,
+            self.set_canary_image,
+            self.scale_canary,
+            self.readiness,
+            self.promote_primary,
+            self.set_routes,
+            self.observe,
+            self.call_webhooks,
+        ]
+
+    @activity.defn(name=contract.INITIALIZE)
+    async def initialize(self, request: contract.CanaryRequest) -> contract.TargetState:
+        return contract.TargetState(
+            primary_replicas=2,
+            created_primary=False,
+            canary_revision=self.primary_revision,
+            primary_revision=self.primary_revision,
+        )
+
+    @activity.defn(name=contract.SET_CANARY_IMAGE)
+    async def set_canary_image(self, request: contract.ImageRequest) -> str:
+        self.images.append(request.image)
+        return f"rev-{request.image}"
+
+    @activity.defn(name=contract.SCALE_CANARY)
+    async def scale_canary(self, request: contract.ScaleRequest) -> None:
+        self.scales.append(request.replicas)
+
+    @activity.defn(name=contract.READINESS)
+    async def readiness(self, request: contract.ReadinessRequest) -> contract.Readiness:
+        ready = request.primary or self.canary_ready
+        return contract.Readiness(ready=ready, message="0 of 2 replicas ready")
+
+    @activity.defn(name=contract.PROMOTE_PRIMARY)
+    async def promote_primary(self, request: contract.CanaryRequest) -> None:
+        self.promotions += 1
+
+    @activity.defn(name=contract.SET_ROUTES)
+    async def set_routes(self, request: contract.RoutesRequest) -> None:
+        self.routes.append(request.routes)
+
+    @activity.defn(name=contract.OBSERVE)
+    async def observe(self, request: contract.ObserveRequest) -> StepObservation:
+        weight = self._weight()
+        self.observed_weights.append(weight)
+        hooks = [h for h in request.canary.spec.analysis.webhooks if h.type == "rollout"]
+        return StepObservation(
+            webhooks=[self._hook(hook.name) for hook in hooks],
+            metrics=self.metrics(weight),
+        )
+
+    @activity.defn(name=contract.CALL_WEBHOOKS)
+    async def call_webhooks(self, request: contract.WebhooksRequest) -> contract.WebhooksResult:
+        hooks = [h for h in request.canary.spec.analysis.webhooks if h.type in request.kinds]
+        return contract.WebhooksResult(webhooks=[self._hook(hook.name) for hook in hooks])
+
+    def _hook(self, name: str) -> WebhookObservation:
+        self.webhook_calls.append(name)
+        ok = self.webhook_ok(name)
+        return WebhookObservation(name=name, ok=ok, message="" if ok else "status 500")
+
+
+def canary_spec(**analysis: object) -> Canary:
+    """A Flagger-style canary with 1m intervals, 10% steps up to 50%, threshold 3."""
+    settings: dict[str, object] = {
+        "interval": "1m",
+        "threshold": 3,
+        "maxWeight": 50,
+        "stepWeight": 10,
+        "metrics": [
+            {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
+            {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "30s"},
+        ],
+    }
+    settings.update(analysis)
+    return Canary.model_validate(
+        {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "progressDeadlineSeconds": 120,
+                "service": {"port": 9898},
+                "analysis": settings,
+            },
+        }
+    )

@@ -1,0 +1,426 @@
+"""`CanaryWorkflow`: one rollout of one target, from initialization to a verdict.
+
+The workflow orchestrates: it asks the activities what the world looks like, asks
+`canary.decision` what to do, and asks the activities to do it. An analysis step costs one
+durable timer and one local activity, plus one more local activity when the weight changes.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from canary import contract, messages
+    from canary.decision import (
+        Action,
+        Decision,
+        Routes,
+        StepObservation,
+        decide,
+        failed_check,
+        start_analysis,
+    )
+    from canary.spec import WebhookType
+    from canary.status import CanaryStatus, Event, Phase
+
+RETRY_IO = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=5,
+)
+KUBE_TIMEOUT = timedelta(seconds=30)
+READY_POLL_MAX = timedelta(seconds=10)
+PRIMARY = Routes(primary_weight=100, canary_weight=0)
+
+
+class RollBack(Exception):
+    """Leaves whatever stage the rollout is in; carries the reason into the rollback."""
+
+
+@workflow.defn(name="CanaryWorkflow")
+class CanaryWorkflow:
+    @workflow.init
+    def __init__(self, request: contract.RolloutRequest) -> None:
+        self._canary = request.canary
+        self._status = CanaryStatus(image=request.image)
+        self._abort_reason: str | None = None
+        self._promote_requested = False
+        self._primary_replicas = 1
+
+    @workflow.run
+    async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
+        try:
+            if not await self._initialize(request.image):
+                return self._status
+            await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
+            await self._scale_up()
+            await self._pre_rollout()
+            if not self._canary.spec.skip_analysis:
+                await self._analyse()
+            if not self._promote_requested:
+                await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
+            await self._promote()
+        except RollBack as rollback:
+            await self._roll_back(str(rollback))
+        return self._status
+
+    # -- control ---------------------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> CanaryStatus:
+        return self._status
+
+    @workflow.signal
+    def pause(self, request: contract.ControlRequest) -> None:
+        if self._status.paused or self._status.phase.final:
+            return
+        self._status = self._status.model_copy(update={"paused": True})
+        self._event(_with_reason(messages.paused(self._canary.target), request.reason))
+
+    @workflow.signal
+    def resume(self, request: contract.ControlRequest) -> None:
+        if not self._status.paused:
+            return
+        self._status = self._status.model_copy(update={"paused": False})
+        self._event(_with_reason(messages.resumed(self._canary.target), request.reason))
+
+    @workflow.update
+    def promote(self, request: contract.ControlRequest) -> str:
+        self._promote_requested = True
+        message = _with_reason(messages.promotion_requested(self._canary.target), request.reason)
+        self._event(message)
+        return message
+
+    @promote.validator
+    def _validate_promote(self, request: contract.ControlRequest) -> None:
+        if self._status.phase != Phase.PROGRESSING:
+            raise ValueError(
+                f"{self._canary.target} is {self._status.phase}, not Progressing: "
+                "only a rollout under analysis can be promoted"
+            )
+        if self._abort_reason is not None:
+            raise ValueError(f"{self._canary.target} is being rolled back")
+
+    @workflow.update
+    def abort(self, request: contract.ControlRequest) -> str:
+        self._abort_reason = request.reason or "no reason given"
+        return messages.rolling_back_abort(self._canary.target, self._abort_reason)
+
+    @abort.validator
+    def _validate_abort(self, request: contract.ControlRequest) -> None:
+        phase = self._status.phase
+        if phase.final or phase in (Phase.PROMOTING, Phase.FINALISING):
+            raise ValueError(f"{self._canary.target} is {phase}: too late to abort")
+        if self._abort_reason is not None:
+            raise ValueError(f"{self._canary.target} is already being rolled back")
+
+    # -- stages ----------------------------------------------------------------------------
+
+    async def _initialize(self, image: str | None) -> bool:
+        """Create the primary and route to it; False when there is nothing to roll out."""
+        target = self._canary.target
+        state = await self._activity(
+            contract.INITIALIZE, contract.CanaryRequest(canary=self._canary), contract.TargetState
+        )
+        self._primary_replicas = max(state.primary_replicas, 1)
+        await self._set_routes(PRIMARY, force=True)
+        revision = state.canary_revision
+        if image is not None:
+            request = contract.ImageRequest(canary=self._canary, image=image)
+            revision = await self._activity(contract.SET_CANARY_IMAGE, request, str)
+        self._status = self._status.model_copy(
+            update={"revision": revision, "phase": Phase.INITIALIZED}
+        )
+        if state.created_primary:
+            self._event(messages.initialization_done(target))
+        if revision == state.primary_revision:
+            self._finish(Phase.SUCCEEDED, messages.nothing_to_roll_out(target))
+            return False
+        return True
+
+    async def _scale_up(self) -> None:
+        self._set_phase(Phase.PROGRESSING)
+        self._event(messages.new_revision(self._canary.target))
+        request = contract.ScaleRequest(canary=self._canary, replicas=self._primary_replicas)
+        await self._activity(contract.SCALE_CANARY, request, type(None))
+        await self._wait_ready(primary=False)
+
+    async def _pre_rollout(self) -> None:
+        """Run pre-rollout hooks until they pass; each failure is a failed check."""
+        hooks = self._canary.spec.analysis.webhooks_of(WebhookType.PRE_ROLLOUT)
+        while hooks:
+            results = await self._webhooks([WebhookType.PRE_ROLLOUT])
+            failure = next((hook for hook in results if not hook.ok), None)
+            if failure is None:
+                return
+            message = messages.pre_rollout_failed(
+                self._canary.target, failure.name, failure.message
+            )
+            await self._apply(failed_check(self._canary, self._status, message, workflow.now()))
+            await self._wait_interval("pre-rollout retry")
+
+    async def _analyse(self) -> None:
+        """Shift traffic step by step until the decision is to promote (or roll back)."""
+        await self._apply(start_analysis(self._canary, self._status, workflow.now()))
+        steps = self._steps()
+        step = 1
+        while not self._promote_requested:
+            await self._wait_interval(f"analysis interval {step}/{steps}")
+            if self._promote_requested:
+                break
+            observation = await self._local_activity(
+                contract.OBSERVE,
+                contract.ObserveRequest(
+                    canary=self._canary,
+                    phase=self._status.phase,
+                    checksum=self._status.revision or "",
+                ),
+                StepObservation,
+                timeout=self._observe_timeout(),
+            )
+            decision = decide(self._canary, self._status, observation, workflow.now())
+            await self._apply(decision)
+            if decision.action == Action.PROMOTE:
+                return
+            step += 1
+
+    async def _promote(self) -> None:
+        target = self._canary.target
+        self._set_phase(Phase.PROMOTING)
+        primary = f"{self._canary.spec.target_ref.name}-primary.{self._canary.metadata.namespace}"
+        self._event(messages.copying_template(target, primary))
+        request = contract.CanaryRequest(canary=self._canary)
+        await self._activity(contract.PROMOTE_PRIMARY, request, type(None))
+        await self._wait_ready(primary=True)
+        self._event(messages.routing_all_to_primary(target))
+        await self._set_routes(PRIMARY)
+        self._set_phase(Phase.FINALISING)
+        await self._scale_down()
+        await self._webhooks([WebhookType.POST_ROLLOUT], report_failures=True)
+        self._finish(Phase.SUCCEEDED, messages.promotion_completed(target))
+
+    async def _roll_back(self, reason: str) -> None:
+        """Route everything to the primary and scale the canary down; never raises."""
+        target = self._canary.target
+        self._status = self._status.model_copy(update={"reason": reason})
+        try:
+            await self._set_routes(PRIMARY)
+            await self._scale_down()
+        except ActivityError as error:
+            self._event(f"Rollback of {target} incomplete: {_cause(error)}", warning=True)
+        self._event(messages.canary_failed(target), warning=True)
+        kinds = [WebhookType.ROLLBACK, WebhookType.POST_ROLLOUT]
+        try:
+            await self._webhooks(kinds, report_failures=True)
+        except ActivityError as error:
+            self._event(f"Rollback hooks of {target} failed: {_cause(error)}", warning=True)
+        self._status = self._status.model_copy(update={"phase": Phase.FAILED})
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    async def _gate(self, kind: WebhookType, waiting_phase: Phase) -> None:
+        """Hold until every hook of this confirm-* kind answers 2xx; a refusal is no failure."""
+        if not self._canary.spec.analysis.webhooks_of(kind):
+            return
+        previous_phase = self._status.phase
+        announced = False
+        while True:
+            refused = next((hook for hook in await self._webhooks([kind]) if not hook.ok), None)
+            if refused is None:
+                if announced:
+                    self._set_phase(previous_phase)
+                return
+            if not announced:
+                self._set_phase(waiting_phase)
+                waiting = (
+                    messages.waiting_for_promotion_approval
+                    if kind == WebhookType.CONFIRM_PROMOTION
+                    else messages.waiting_for_approval
+                )
+                self._event(waiting(self._canary.target, refused.name))
+                announced = True
+            await self._wait_interval(f"waiting for {kind}")
+
+    async def _wait_ready(self, primary: bool) -> None:
+        """Poll readiness until ready or the progress deadline; past it, roll back."""
+        deadline = workflow.now() + timedelta(seconds=self._canary.spec.progress_deadline_seconds)
+        poll = min(timedelta(seconds=self._canary.spec.analysis.interval), READY_POLL_MAX)
+        which = "primary" if primary else "canary"
+        request = contract.ReadinessRequest(canary=self._canary, primary=primary)
+        while True:
+            readiness = await self._activity(contract.READINESS, request, contract.Readiness)
+            if readiness.ready:
+                return
+            if workflow.now() >= deadline:
+                raise RollBack(
+                    messages.rolling_back_deadline(self._canary.target, readiness.message)
+                )
+            self._raise_if_aborted()
+            await workflow.sleep(poll, summary=f"waiting for the {which} to be ready")
+
+    async def _wait_interval(self, summary: str) -> None:
+        """One analysis interval; an abort or promote cuts it short, a pause extends it."""
+        interval = timedelta(seconds=self._canary.spec.analysis.interval)
+        while True:
+            self._raise_if_aborted()
+            try:
+                await workflow.wait_condition(
+                    lambda: self._interrupted or self._status.paused,
+                    timeout=interval,
+                    timeout_summary=summary,
+                )
+            except TimeoutError:
+                if not self._status.paused:
+                    return
+            self._raise_if_aborted()
+            if self._promote_requested:
+                return
+            await workflow.wait_condition(lambda: self._interrupted or not self._status.paused)
+
+    @property
+    def _interrupted(self) -> bool:
+        return self._abort_reason is not None or self._promote_requested
+
+    def _raise_if_aborted(self) -> None:
+        if self._abort_reason is not None:
+            raise RollBack(messages.rolling_back_abort(self._canary.target, self._abort_reason))
+
+    async def _scale_down(self) -> None:
+        request = contract.ScaleRequest(canary=self._canary, replicas=0)
+        await self._activity(contract.SCALE_CANARY, request, type(None))
+
+    async def _set_routes(self, routes: Routes, force: bool = False) -> None:
+        unchanged = (
+            routes.primary_weight == self._status.primary_weight
+            and routes.canary_weight == self._status.canary_weight
+            and routes.mirror == self._status.mirror
+        )
+        if unchanged and not force:
+            return
+        request = contract.RoutesRequest(canary=self._canary, routes=routes)
+        try:
+            await self._local_activity(
+                contract.SET_ROUTES, request, type(None), timeout=KUBE_TIMEOUT
+            )
+        except ActivityError as error:
+            raise RollBack(
+                messages.rolling_back_error(
+                    self._canary.target, f"setting weights failed: {_cause(error)}"
+                )
+            ) from None
+        self._status = self._status.model_copy(
+            update={
+                "primary_weight": routes.primary_weight,
+                "canary_weight": routes.canary_weight,
+                "mirror": routes.mirror,
+            }
+        )
+
+    async def _webhooks(self, kinds: list[WebhookType], report_failures: bool = False) -> list[Any]:
+        hooks = [h for h in self._canary.spec.analysis.webhooks if h.type in kinds]
+        if not hooks:
+            return []
+        request = contract.WebhooksRequest(
+            canary=self._canary,
+            kinds=kinds,
+            phase=self._status.phase,
+            checksum=self._status.revision or "",
+        )
+        timeout = timedelta(seconds=sum(hook.timeout for hook in hooks) + 30)
+        result = await self._activity(
+            contract.CALL_WEBHOOKS, request, contract.WebhooksResult, timeout=timeout
+        )
+        if report_failures:
+            for hook in result.webhooks:
+                if not hook.ok:
+                    self._event(
+                        messages.hook_failed(kinds[0].value, hook.name, hook.message),
+                        warning=True,
+                    )
+        return list(result.webhooks)
+
+    async def _apply(self, decision: Decision) -> None:
+        """Take the decision's status and log its new events; roll back or set its routes."""
+        current = self._status
+        new_events = [event for event in decision.status.events if event not in current.events]
+        self._status = decision.status.model_copy(
+            update={
+                "primary_weight": current.primary_weight,
+                "canary_weight": current.canary_weight,
+                "mirror": current.mirror,
+            }
+        )
+        for event in new_events:
+            _log(event)
+        if decision.action == Action.ROLLBACK:
+            raise RollBack(decision.status.reason or "rollback")
+        if decision.routes is not None:
+            await self._set_routes(decision.routes)
+
+    def _steps(self) -> int:
+        analysis = self._canary.spec.analysis
+        return analysis.iterations or len(analysis.weights)
+
+    def _observe_timeout(self) -> timedelta:
+        hooks = self._canary.spec.analysis.webhooks_of(WebhookType.ROLLOUT)
+        gates = self._canary.spec.analysis.webhooks_of(WebhookType.CONFIRM_TRAFFIC_INCREASE)
+        seconds = sum(hook.timeout for hook in [*hooks, *gates])
+        return timedelta(seconds=seconds + 30 * (1 + len(self._canary.spec.analysis.metrics)))
+
+    def _set_phase(self, phase: Phase) -> None:
+        self._status = self._status.model_copy(update={"phase": phase})
+
+    def _finish(self, phase: Phase, message: str) -> None:
+        self._set_phase(phase)
+        self._event(message)
+
+    def _event(self, message: str, warning: bool = False) -> None:
+        event = Event(time=workflow.now(), message=message, warning=warning)
+        self._status = self._status.with_events(event)
+        _log(event)
+
+    async def _activity(
+        self, name: str, arg: Any, result_type: type, timeout: timedelta = KUBE_TIMEOUT
+    ) -> Any:
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            retry_policy=RETRY_IO,
+            summary=name.replace("_", " "),
+        )
+
+    async def _local_activity(
+        self, name: str, arg: Any, result_type: type, timeout: timedelta
+    ) -> Any:
+        return await workflow.execute_local_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            retry_policy=RETRY_IO,
+            summary=name.replace("_", " "),
+        )
+
+
+def _with_reason(message: str, reason: str) -> str:
+    return f"{message}: {reason}" if reason else message
+
+
+def _cause(error: ActivityError) -> str:
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause) if cause else str(error)
+
+
+def _log(event: Event) -> None:
+    if event.warning:
+        workflow.logger.warning(event.message)
+    else:
+        workflow.logger.info(event.message)
