@@ -11,6 +11,7 @@ from typing import Any, cast
 import kubernetes
 
 from activities import errors, kube_client
+from canary.decision import Routes
 
 GROUP = "networking.istio.io"
 VERSION = "v1beta1"
@@ -48,14 +49,6 @@ class IstioSettings:
     port: int | None = None
 
 
-@dataclass(frozen=True)
-class Routes:
-    primary_weight: int
-    canary_weight: int
-    mirror: bool = False
-    """When mirroring, `canary_weight` is the percentage of requests copied to the canary."""
-
-
 class IstioRouter:
     def __init__(
         self, api: kubernetes.client.ApiClient, namespace: str, settings: IstioSettings
@@ -77,7 +70,9 @@ class IstioRouter:
         name = self.settings.service
         existing = self._read_optional(_VIRTUAL_SERVICE, name)
         # A VirtualService without our routes (e.g. written by hand) is taken over at 100/0.
-        routes = (existing and self._parse_routes(existing)) or Routes(100, 0)
+        routes = (existing and self._parse_routes(existing)) or Routes(
+            primary_weight=100, canary_weight=0
+        )
         hosts = list(self.settings.hosts)
         if name not in hosts and "*" not in hosts:
             hosts.append(name)
@@ -88,11 +83,11 @@ class IstioRouter:
         }
         self._ensure(_VIRTUAL_SERVICE, name, spec, existing)
 
-    def set_routes(self, primary_weight: int, canary_weight: int, mirror: bool = False) -> None:
+    def set_routes(self, routes: Routes) -> None:
         """Route by absolute weights; with `mirror`, all traffic goes to the primary and
         `canary_weight` percent of it is copied to the canary."""
         name = self.settings.service
-        http = self._http_routes(Routes(primary_weight, canary_weight, mirror))
+        http = self._http_routes(routes)
         if _spec(self._read(_VIRTUAL_SERVICE, name)).get("http") != http:
             self._patch(_VIRTUAL_SERVICE, name, {"spec": {"http": http}})
 
@@ -147,9 +142,16 @@ class IstioRouter:
             mirror = (route.get("mirror") or {}).get("host") == self.canary_host
             if mirror:
                 percentage = (route.get("mirrorPercentage") or {}).get("value", 100)
-                return Routes(weights.get(self.primary_host, 0), int(percentage), mirror=True)
+                return Routes(
+                    primary_weight=weights.get(self.primary_host, 0),
+                    canary_weight=int(percentage),
+                    mirror=True,
+                )
             if self.canary_host in weights:
-                return Routes(weights.get(self.primary_host, 0), weights[self.canary_host])
+                return Routes(
+                    primary_weight=weights.get(self.primary_host, 0),
+                    canary_weight=weights[self.canary_host],
+                )
         return None
 
     def _ensure(

@@ -17,6 +17,7 @@ import kubernetes
 import pydantic
 
 from activities import errors, kube_client
+from canary.contract import Readiness, TargetState
 
 REVISION_ANNOTATION = "coalmine.dev/revision"
 SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
@@ -42,21 +43,6 @@ class ServiceSettings:
     port: int
     target_port: int | str | None = None
     port_name: str = "http"
-
-
-@dataclass(frozen=True)
-class TargetState:
-    primary_replicas: int
-    created_primary: bool
-    canary_revision: str
-    primary_revision: str
-    """Empty when the primary carries no revision annotation (it was not made by coalmine)."""
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    message: str
 
 
 def template_revision(template: Mapping[str, Any]) -> str:
@@ -333,7 +319,9 @@ def _readiness(deployment: Mapping[str, Any], namespace: str) -> Readiness:
     generation = metadata.get("generation")
     observed = status.get("observedGeneration")
     if generation is not None and (observed is None or observed < generation):
-        return Readiness(False, f"{subject}: generation {generation} not yet observed")
+        return Readiness(
+            ready=False, message=f"{subject}: generation {generation} not yet observed"
+        )
     default = 0 if observed is not None else None
     ready = status.get("readyReplicas", 0)
     problems = [] if ready >= desired else [f"{ready} of {desired} replicas ready"]
@@ -345,5 +333,5 @@ def _readiness(deployment: Mapping[str, Any], namespace: str) -> Readiness:
     if updated is not None and status.get("replicas", 0) > updated:
         problems.append(f"{status['replicas'] - updated} old replicas pending termination")
     if problems:
-        return Readiness(False, f"{subject}: {', '.join(problems)}")
-    return Readiness(True, f"{subject}: {ready} of {desired} replicas ready")
+        return Readiness(ready=False, message=f"{subject}: {', '.join(problems)}")
+    return Readiness(ready=True, message=f"{subject}: {ready} of {desired} replicas ready")

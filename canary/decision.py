@@ -40,6 +40,9 @@ class Routes(BaseModel):
     mirror: bool = False
 
 
+ALL_TO_PRIMARY = Routes(primary_weight=100, canary_weight=0)
+
+
 class StepObservation(BaseModel):
     """What one analysis step saw: rollout webhooks, traffic-increase gates, metrics."""
 

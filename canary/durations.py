@@ -24,11 +24,10 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Render seconds the way Prometheus and people read them: `1m30s`, `45s`, `2h`."""
-    whole = round(seconds)
-    if whole <= 0:
-        return f"{int(seconds * 1000)}ms"
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
-    return "".join(f"{amount}{unit}" for amount, unit in parts if amount)
+    """Render seconds the way Prometheus and people read them: `1m30s`, `45s`, `2h`, `1s500ms`."""
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, ms = divmod(rest, 1000)
+    parts = [(hours, "h"), (minutes, "m"), (secs, "s"), (ms, "ms")]
+    return "".join(f"{amount}{unit}" for amount, unit in parts if amount) or "0s"

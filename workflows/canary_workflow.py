@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from canary import contract, messages
     from canary.decision import (
+        ALL_TO_PRIMARY,
         Action,
         Decision,
         Routes,
@@ -34,7 +35,6 @@ RETRY_IO = RetryPolicy(
 )
 KUBE_TIMEOUT = timedelta(seconds=30)
 READY_POLL_MAX = timedelta(seconds=10)
-PRIMARY = Routes(primary_weight=100, canary_weight=0)
 
 
 class RollBack(Exception):
@@ -66,6 +66,8 @@ class CanaryWorkflow:
             await self._promote()
         except RollBack as rollback:
             await self._roll_back(str(rollback))
+        except ActivityError as error:
+            await self._roll_back(messages.rolling_back_error(self._canary.target, _cause(error)))
         return self._status
 
     # -- control ---------------------------------------------------------------------------
@@ -127,7 +129,7 @@ class CanaryWorkflow:
             contract.INITIALIZE, contract.CanaryRequest(canary=self._canary), contract.TargetState
         )
         self._primary_replicas = max(state.primary_replicas, 1)
-        await self._set_routes(PRIMARY, force=True)
+        await self._set_routes(ALL_TO_PRIMARY, force=True)
         revision = state.canary_revision
         if image is not None:
             request = contract.ImageRequest(canary=self._canary, image=image)
@@ -197,7 +199,7 @@ class CanaryWorkflow:
         await self._activity(contract.PROMOTE_PRIMARY, request, type(None))
         await self._wait_ready(primary=True)
         self._event(messages.routing_all_to_primary(target))
-        await self._set_routes(PRIMARY)
+        await self._set_routes(ALL_TO_PRIMARY)
         self._set_phase(Phase.FINALISING)
         await self._scale_down()
         await self._webhooks([WebhookType.POST_ROLLOUT], report_failures=True)
@@ -208,7 +210,7 @@ class CanaryWorkflow:
         target = self._canary.target
         self._status = self._status.model_copy(update={"reason": reason})
         try:
-            await self._set_routes(PRIMARY)
+            await self._set_routes(ALL_TO_PRIMARY)
             await self._scale_down()
         except ActivityError as error:
             self._event(f"Rollback of {target} incomplete: {_cause(error)}", warning=True)

@@ -86,22 +86,22 @@ def test_set_routes_stores_absolute_weights(kube: ServedEmulator) -> None:
     istio = router(kube)
     istio.reconcile()
 
-    istio.set_routes(70, 30)
+    istio.set_routes(Routes(primary_weight=70, canary_weight=30))
 
     assert http_routes(kube) == [
         {"route": [destination("podinfo-primary", 70), destination("podinfo-canary", 30)]}
     ]
-    assert istio.get_routes() == Routes(70, 30)
+    assert istio.get_routes() == Routes(primary_weight=70, canary_weight=30)
 
 
 def test_set_routes_is_idempotent(kube: ServedEmulator) -> None:
     istio = router(kube, retries=RETRIES)
     istio.reconcile()
-    istio.set_routes(70, 30)
+    istio.set_routes(Routes(primary_weight=70, canary_weight=30))
     stored = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")
     writes = kube.writes()
 
-    istio.set_routes(70, 30)
+    istio.set_routes(Routes(primary_weight=70, canary_weight=30))
 
     assert kube.writes() == writes
     assert kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo") == stored
@@ -111,7 +111,7 @@ def test_set_routes_for_ab_testing_routes_matching_requests_only(kube: ServedEmu
     istio = router(kube, match=MATCH, retries=RETRIES)
     istio.reconcile()
 
-    istio.set_routes(0, 100)
+    istio.set_routes(Routes(primary_weight=0, canary_weight=100))
 
     assert http_routes(kube) == [
         {
@@ -121,14 +121,14 @@ def test_set_routes_for_ab_testing_routes_matching_requests_only(kube: ServedEmu
         },
         {"route": [destination("podinfo-primary", 100)], "retries": RETRIES},
     ]
-    assert istio.get_routes() == Routes(0, 100)
+    assert istio.get_routes() == Routes(primary_weight=0, canary_weight=100)
 
 
 def test_set_routes_with_mirror_copies_traffic_to_the_canary(kube: ServedEmulator) -> None:
     istio = router(kube)
     istio.reconcile()
 
-    istio.set_routes(100, 50, mirror=True)
+    istio.set_routes(Routes(primary_weight=100, canary_weight=50, mirror=True))
 
     assert http_routes(kube) == [
         {
@@ -137,19 +137,19 @@ def test_set_routes_with_mirror_copies_traffic_to_the_canary(kube: ServedEmulato
             "mirrorPercentage": {"value": 50},
         }
     ]
-    assert istio.get_routes() == Routes(100, 50, mirror=True)
+    assert istio.get_routes() == Routes(primary_weight=100, canary_weight=50, mirror=True)
 
-    istio.set_routes(0, 100)
+    istio.set_routes(Routes(primary_weight=0, canary_weight=100))
 
     assert http_routes(kube) == [
         {"route": [destination("podinfo-primary", 0), destination("podinfo-canary", 100)]}
     ]
-    assert istio.get_routes() == Routes(0, 100)
+    assert istio.get_routes() == Routes(primary_weight=0, canary_weight=100)
 
 
 def test_reconcile_keeps_weights_and_refreshes_the_rest(kube: ServedEmulator) -> None:
     router(kube).reconcile()
-    router(kube).set_routes(60, 40)
+    router(kube).set_routes(Routes(primary_weight=60, canary_weight=40))
 
     refreshed = router(kube, hosts=("app.example.com",), gateways=("gw",), retries=RETRIES)
     refreshed.reconcile()
@@ -163,23 +163,23 @@ def test_reconcile_keeps_weights_and_refreshes_the_rest(kube: ServedEmulator) ->
             "retries": RETRIES,
         }
     ]
-    assert refreshed.get_routes() == Routes(60, 40)
+    assert refreshed.get_routes() == Routes(primary_weight=60, canary_weight=40)
 
 
 def test_reconcile_keeps_mirroring(kube: ServedEmulator) -> None:
     istio = router(kube)
     istio.reconcile()
-    istio.set_routes(100, 20, mirror=True)
+    istio.set_routes(Routes(primary_weight=100, canary_weight=20, mirror=True))
 
     istio.reconcile()
 
-    assert istio.get_routes() == Routes(100, 20, mirror=True)
+    assert istio.get_routes() == Routes(primary_weight=100, canary_weight=20, mirror=True)
 
 
 def test_reconcile_is_idempotent(kube: ServedEmulator) -> None:
     istio = router(kube, traffic_policy=TRAFFIC_POLICY, retries=RETRIES, match=MATCH, port=80)
     istio.reconcile()
-    istio.set_routes(90, 10)
+    istio.set_routes(Routes(primary_weight=90, canary_weight=10))
     objects = {key: obj.raw for key, obj in kube.emulator.objects.items()}
     writes = kube.writes()
 
@@ -219,7 +219,7 @@ def test_reconcile_takes_over_a_virtual_service_without_our_routes(kube: ServedE
 
     spec = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")["spec"]
     assert spec["exportTo"] == ["."]
-    assert istio.get_routes() == Routes(100, 0)
+    assert istio.get_routes() == Routes(primary_weight=100, canary_weight=0)
 
 
 def test_get_routes_of_a_virtual_service_without_our_routes_is_permanent(
@@ -238,7 +238,11 @@ def test_get_routes_of_a_virtual_service_without_our_routes_is_permanent(
 
 
 @pytest.mark.parametrize(
-    "call", [lambda istio: istio.get_routes(), lambda istio: istio.set_routes(90, 10)]
+    "call",
+    [
+        lambda istio: istio.get_routes(),
+        lambda istio: istio.set_routes(Routes(primary_weight=90, canary_weight=10)),
+    ],
 )
 def test_a_missing_virtual_service_is_permanent(kube: ServedEmulator, call: Any) -> None:
     with pytest.raises(PermanentError, match=r"^virtualservice test/podinfo not found$"):
@@ -254,7 +258,7 @@ def test_an_rbac_refusal_is_permanent(kube: ServedEmulator) -> None:
         match=r"^RBAC refusal: not allowed to patch virtualservices.networking.istio.io "
         r"in namespace test",
     ):
-        router(kube).set_routes(50, 50)
+        router(kube).set_routes(Routes(primary_weight=50, canary_weight=50))
 
 
 def test_server_errors_propagate_to_be_retried(kube: ServedEmulator) -> None:

@@ -4,8 +4,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -13,7 +12,7 @@ from canary import contract
 from canary.decision import Routes
 from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
-from tests.workflows.fakes import FakePlatform, canary_spec, failing
+from tests.workflows.fakes import FakePlatform, canary_spec
 from workflows.canary_workflow import CanaryWorkflow
 
 INTERVAL = 60.0

@@ -1,0 +1,78 @@
+"""The provider interfaces and the factory that picks one implementation per spec.
+
+Unknown names are refused: nothing falls back to a default.
+"""
+
+from typing import Protocol
+
+import kubernetes
+
+from activities import errors
+from activities.istio_router import IstioRouter, IstioSettings
+from activities.kubernetes_target import KubernetesTarget, ServiceSettings
+from activities.no_router import NoRouter
+from canary.contract import Readiness, TargetState
+from canary.decision import Routes
+from canary.spec import Canary
+
+
+class Target(Protocol):
+    """The workload: a stable primary copy and the canary under analysis."""
+
+    def initialize(self) -> TargetState: ...
+    def set_image(self, image: str, container: str | None = None) -> None: ...
+    def scale_canary(self, replicas: int) -> None: ...
+    def canary_readiness(self) -> Readiness: ...
+    def primary_readiness(self) -> Readiness: ...
+    def promote(self) -> None: ...
+    def canary_revision(self) -> str: ...
+
+
+class Router(Protocol):
+    """Traffic between primary and canary, by absolute weights."""
+
+    def reconcile(self) -> None: ...
+    def set_routes(self, routes: Routes) -> None: ...
+    def get_routes(self) -> Routes: ...
+
+
+def target_for(canary: Canary, api: kubernetes.client.ApiClient) -> Target:
+    ref = canary.spec.target_ref
+    if ref.kind != "Deployment":
+        raise errors.PermanentError(f"spec.targetRef.kind: unknown target kind {ref.kind!r}")
+    service = canary.spec.service
+    autoscaler = canary.spec.autoscaler_ref
+    return KubernetesTarget(
+        api,
+        canary.metadata.namespace,
+        ref.name,
+        autoscaler_name=autoscaler.name if autoscaler else None,
+        service=ServiceSettings(
+            name=service.name or ref.name,
+            port=service.port,
+            target_port=service.target_port,
+            port_name=service.port_name,
+        ),
+    )
+
+
+def router_for(canary: Canary, api: kubernetes.client.ApiClient) -> Router:
+    provider = canary.spec.provider
+    service = canary.spec.service
+    if provider == "istio":
+        return IstioRouter(
+            api,
+            canary.metadata.namespace,
+            IstioSettings(
+                service=service.name or canary.spec.target_ref.name,
+                hosts=tuple(service.hosts),
+                gateways=tuple(service.gateways),
+                retries=service.retries,
+                traffic_policy=service.traffic_policy,
+                match=tuple(canary.spec.analysis.match),
+                port=service.port,
+            ),
+        )
+    if provider == "kubernetes":
+        return NoRouter()
+    raise errors.PermanentError(f"spec.provider: unknown provider {provider!r}")
