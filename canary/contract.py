@@ -86,6 +86,7 @@ class ObserveRequest(BaseModel):
     phase: Phase
     checksum: str = ""
 
+
 class ControlRequest(BaseModel):
     """Input of pause, resume, promote and abort: why, in the caller's words."""
 

@@ -5,6 +5,7 @@ the action it returns. Every strategy (canary, A/B testing, blue/green, mirrorin
 through these functions, so each is table-tested without Temporal.
 """
 
+import math
 from datetime import datetime
 from enum import StrEnum
 
@@ -182,7 +183,7 @@ def _judge(target: str, metric: Metric, seen: MetricObservation) -> tuple[CheckO
         return CheckOutcome.UNAVAILABLE, messages.halt_metrics_unavailable(
             target, metric.name, seen.error
         )
-    if seen.value is None:
+    if seen.value is None or math.isnan(seen.value):
         return CheckOutcome.NO_VALUES, messages.halt_no_values(target, metric.name)
     bounds = metric.threshold_range
     if bounds is None:

@@ -21,6 +21,8 @@ LEGACY_METRIC_NAMES = {
     "istio_request_duration_seconds_bucket": "request-duration",
 }
 DEPRECATED_THRESHOLD_SIDE = {"request-success-rate": "min", "request-duration": "max"}
+"""Which end of `thresholdRange` the deprecated `threshold` meant; Flagger read it as a
+maximum for every other metric (custom queries halted when the value was above it)."""
 FLAGGER_ONLY_PROVIDERS = (
     "linkerd",
     "appmesh",
@@ -139,7 +141,7 @@ def _convert_metric(metric: Any, index: int, warnings: list[str]) -> Any:
         metric["name"] = LEGACY_METRIC_NAMES[legacy_name]
     if "threshold" in metric and "thresholdRange" not in metric:
         name = metric.get("name")
-        side = DEPRECATED_THRESHOLD_SIDE.get(str(name), "min")
+        side = DEPRECATED_THRESHOLD_SIDE.get(str(name), "max")
         threshold = metric.pop("threshold")
         metric["thresholdRange"] = {side: threshold}
         warnings.append(f"{path}.threshold: deprecated, read as thresholdRange.{side}: {threshold}")
@@ -158,6 +160,8 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             message = f"unknown value {item['input']!r} (expected one of {expected})"
         elif kind == "model_type" or kind == "model_attributes_type":
             message = "must be a mapping"
+        elif kind == "string_too_short" and item.get("ctx", {}).get("min_length") == 1:
+            message = "must not be empty"
         elif kind == "value_error":
             message = str(item.get("ctx", {}).get("error", item["msg"]))
         else:
@@ -224,12 +228,14 @@ def semantic_problems(canary: spec.Canary) -> list[str]:
     target = canary.spec
     analysis = target.analysis
     if target.provider not in spec.ROUTERS:
-        flagger_only = target.provider in FLAGGER_ONLY_PROVIDERS
-        hint = " is not supported by coalmine yet" if flagger_only else ""
-        problems.append(
-            f"spec.provider: unknown provider {target.provider!r}{hint} "
-            f"(supported: {', '.join(spec.ROUTERS)})"
-        )
+        supported = f"(supported: {', '.join(spec.ROUTERS)})"
+        if target.provider in FLAGGER_ONLY_PROVIDERS:
+            problems.append(
+                f"spec.provider: provider {target.provider!r} is not supported by coalmine yet "
+                f"{supported}"
+            )
+        else:
+            problems.append(f"spec.provider: unknown provider {target.provider!r} {supported}")
     if target.target_ref.kind not in spec.TARGET_KINDS:
         problems.append(
             f"spec.targetRef.kind: unsupported kind {target.target_ref.kind!r} "
@@ -281,12 +287,14 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
     if analysis.iterations is None and not has_weights:
         problems.append(f"{base}: needs stepWeight (with maxWeight), stepWeights or iterations")
     if provider == "kubernetes" and analysis.iterations is None and has_weights:
+        field = "stepWeights" if analysis.step_weights else "stepWeight"
         problems.append(
-            f"{base}.stepWeight: provider 'kubernetes' has no traffic router; "
+            f"{base}.{field}: provider 'kubernetes' has no traffic router; "
             "use iterations (blue/green)"
         )
     if provider == "kubernetes" and (analysis.match or analysis.mirror):
-        problems.append(f"{base}.match: provider 'kubernetes' cannot match or mirror traffic")
+        field = "match" if analysis.match else "mirror"
+        problems.append(f"{base}.{field}: provider 'kubernetes' cannot match or mirror traffic")
     if analysis.match and analysis.iterations is None:
         problems.append(f"{base}.iterations: required with match (A/B testing)")
     for index, metric in enumerate(analysis.metrics):

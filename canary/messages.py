@@ -1,10 +1,27 @@
 """Event messages in Flagger's wording; `target` is always `name.namespace`."""
 
+import math
+
 from canary.spec import Metric
 
 
 def _number(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
+    """`99`, `69.17`, `612.5`; below 1, two significant digits (`0.015`, `0.0012`)."""
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if value == int(value):
+        return f"{int(value)}"
+    digits = 2
+    if abs(value) < 1:
+        digits = max(2, 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def _beside(value: float, bound: float, text: str) -> str:
+    """`text` for `value`, unless it reads as the very bound the value broke
+    (98.999 < 99 must not print as `99.00% < 99%`): then every digit the value has."""
+    rounded_onto_bound = float(text) in (bound, float(_number(bound)))
+    return repr(value) if value != bound and rounded_onto_bound else text
 
 
 def starting(target: str) -> str:
@@ -44,11 +61,14 @@ def halt_metric(target: str, metric: Metric, value: float) -> str:
     assert bounds is not None
     if bounds.min is not None and value < bounds.min:
         unit = "%" if metric.name == "request-success-rate" else ""
-        comparison = f"{value:.2f}{unit} < {_number(bounds.min)}{unit}"
+        # Flagger prints the value with two decimals (`61.50% < 99%`)
+        shown = f"{value:.2f}" if math.isfinite(value) and abs(value) >= 1 else _number(value)
+        comparison = f"{_beside(value, bounds.min, shown)}{unit} < {_number(bounds.min)}{unit}"
     else:
         upper = bounds.max if bounds.max is not None else value
         unit = "ms" if metric.name == "request-duration" else ""
-        comparison = f"{_number(value)}{unit} > {_number(upper)}{unit}"
+        shown = _beside(value, upper, _number(value))
+        comparison = f"{shown}{unit} > {_number(upper)}{unit}"
     label = {"request-success-rate": "success rate", "request-duration": "request duration"}
     return f"Halt {target} advancement {label.get(metric.name, metric.name)} {comparison}"
 

@@ -1,0 +1,690 @@
+"""Loading Flagger `Canary` YAML: normalised values, deprecations, one-line problems."""
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from canary import loader
+from canary.spec import Canary, Strategy, WebhookType
+
+SPECS = Path(__file__).parent / "specs"
+SOURCE = "podinfo.yaml"
+
+
+def read(name: str) -> str:
+    return (SPECS / name).read_text()
+
+
+def podinfo_doc() -> dict[str, Any]:
+    doc = yaml.safe_load(read("podinfo.yaml"))
+    assert isinstance(doc, dict)
+    return doc
+
+
+DELETE = object()
+"""Marks a field that `edited` removes."""
+
+
+def _walk(doc: Any, path: str) -> tuple[Any, str | int]:
+    """The container holding the last part of `path` (`a.b[2].c`), and that part's key."""
+    parts: list[str | int] = []
+    for piece in path.split("."):
+        name, *indexes = re.split(r"\[(\d+)\]", piece)
+        if name:
+            parts.append(name)
+        parts += [int(index) for index in indexes if index]
+    for part in parts[:-1]:
+        doc = doc[part]
+    return doc, parts[-1]
+
+
+def edited(edits: dict[str, Any], doc: dict[str, Any] | None = None) -> str:
+    """The podinfo Canary (or `doc`) with `edits` applied, as YAML text."""
+    result = copy.deepcopy(doc if doc is not None else podinfo_doc())
+    for path, value in edits.items():
+        container, key = _walk(result, path)
+        if value is DELETE:
+            del container[key]
+        else:
+            container[key] = value
+    return yaml.safe_dump(result, sort_keys=False)
+
+
+def load(text: str) -> loader.LoadedCanary:
+    return loader.load_canary(text, SOURCE)
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(loader.SpecError) as raised:
+        load(text)
+    problems = raised.value.problems
+    assert str(raised.value) == "\n".join(problems)
+    for problem in problems:
+        assert problem and "\n" not in problem
+    return problems
+
+
+# -- the podinfo example ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def podinfo() -> loader.LoadedCanary:
+    return load(read("podinfo.yaml"))
+
+
+def test_podinfo_loads_without_warnings(podinfo: loader.LoadedCanary) -> None:
+    assert podinfo.warnings == []
+    canary = podinfo.canary
+    assert canary.target == "podinfo.test"
+    assert canary.workflow_id == "canary-test-podinfo"
+    assert canary.spec.provider == "istio"
+    assert (canary.spec.target_ref.kind, canary.spec.target_ref.name) == ("Deployment", "podinfo")
+    assert canary.spec.progress_deadline_seconds == 60
+    assert canary.spec.autoscaler_ref is not None
+    assert canary.spec.autoscaler_ref.kind == "HorizontalPodAutoscaler"
+    assert canary.spec.autoscaler_ref.name == "podinfo"
+
+
+def test_podinfo_service(podinfo: loader.LoadedCanary) -> None:
+    service = podinfo.canary.spec.service
+    assert service.port == 9898
+    assert service.target_port == 9898
+    assert service.port_name == "http"
+    assert service.gateways == ["public-gateway.istio-system.svc.cluster.local"]
+    assert service.hosts == ["app.example.com"]
+    assert service.traffic_policy == {"tls": {"mode": "DISABLE"}}
+    assert service.retries == {
+        "attempts": 3,
+        "perTryTimeout": "1s",
+        "retryOn": "gateway-error,connect-failure,refused-stream",
+    }
+
+
+def test_podinfo_analysis(podinfo: loader.LoadedCanary) -> None:
+    analysis = podinfo.canary.spec.analysis
+    assert analysis.strategy == Strategy.CANARY
+    assert analysis.weights == [10, 20, 30, 40, 50]
+    assert analysis.interval == 60.0
+    assert analysis.threshold == 5
+    assert [
+        (m.name, m.interval, m.threshold_range.min if m.threshold_range else None)
+        for m in analysis.metrics
+    ] == [("request-success-rate", 60.0, 99.0), ("request-duration", 30.0, None)]
+    duration = analysis.metrics[1].threshold_range
+    assert duration is not None and duration.max == 500.0
+    assert all(metric.builtin for metric in analysis.metrics)
+
+
+def test_podinfo_webhooks_of_every_type(podinfo: loader.LoadedCanary) -> None:
+    hooks = podinfo.canary.spec.analysis.webhooks
+    assert [(hook.name, hook.type) for hook in hooks] == [
+        ("start-gate", WebhookType.CONFIRM_ROLLOUT),
+        ("acceptance-test", WebhookType.PRE_ROLLOUT),
+        ("load-test", WebhookType.ROLLOUT),
+        ("smoke-test", WebhookType.ROLLOUT),  # type omitted: a rollout hook
+        ("traffic-gate", WebhookType.CONFIRM_TRAFFIC_INCREASE),
+        ("promotion-gate", WebhookType.CONFIRM_PROMOTION),
+        ("notify-done", WebhookType.POST_ROLLOUT),
+        ("notify-rollback", WebhookType.ROLLBACK),
+        ("events", WebhookType.EVENT),
+    ]
+    assert {hook.type for hook in hooks} == set(WebhookType)
+    timeouts = {hook.name: hook.timeout for hook in hooks}
+    assert (timeouts["acceptance-test"], timeouts["load-test"]) == (30.0, 5.0)
+    assert timeouts["smoke-test"] == 90.0
+    assert timeouts["events"] == 10.0  # Flagger's default
+    assert hooks[1].metadata["type"] == "bash"
+    analysis = podinfo.canary.spec.analysis
+    assert [hook.name for hook in analysis.webhooks_of(WebhookType.ROLLOUT)] == [
+        "load-test",
+        "smoke-test",
+    ]
+
+
+def test_step_weights_variant() -> None:
+    text = edited(
+        {
+            "spec.analysis.stepWeight": DELETE,
+            "spec.analysis.maxWeight": DELETE,
+            "spec.analysis.stepWeights": [1, 2, 10, 80],
+        }
+    )
+    analysis = load(text).canary.spec.analysis
+    assert analysis.strategy == Strategy.CANARY
+    assert analysis.weights == [1, 2, 10, 80]
+
+
+def test_spec_round_trips_through_yaml(podinfo: loader.LoadedCanary) -> None:
+    written = podinfo.canary.model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert written["spec"]["analysis"]["interval"] == "1m"
+    assert written["spec"]["analysis"]["metrics"][1]["interval"] == "30s"
+    again = load(yaml.safe_dump(written))
+    assert again.canary == podinfo.canary
+    assert again.warnings == []
+
+
+# -- deprecated forms ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metric", "side", "value"),
+    [
+        ({"name": "request-success-rate", "threshold": 99}, "min", 99.0),
+        ({"name": "request-duration", "threshold": 500}, "max", 500.0),
+        # Flagger halted a custom query when its value went above the deprecated threshold
+        ({"name": "404s percentage", "query": "sum(x)", "threshold": 5}, "max", 5.0),
+    ],
+)
+def test_deprecated_threshold(metric: dict[str, Any], side: str, value: float) -> None:
+    result = load(edited({"spec.analysis.metrics": [metric]}))
+    bounds = result.canary.spec.analysis.metrics[0].threshold_range
+    assert bounds is not None
+    assert (bounds.min, bounds.max) == ((value, None) if side == "min" else (None, value))
+    threshold = metric["threshold"]
+    assert result.warnings == [
+        f"spec.analysis.metrics[0].threshold: deprecated, read as thresholdRange.{side}: "
+        f"{threshold}"
+    ]
+
+
+def test_v1alpha3_is_converted_with_a_deprecation_warning() -> None:
+    result = load(read("podinfo-v1alpha3.yaml"))
+    canary = result.canary
+    assert canary.api_version == "flagger.app/v1beta1"
+    analysis = canary.spec.analysis
+    assert (analysis.interval, analysis.threshold) == (30.0, 10)
+    assert analysis.weights == list(range(5, 55, 5))
+    assert [metric.name for metric in analysis.metrics] == [
+        "request-success-rate",
+        "request-duration",
+    ]
+    assert all(metric.builtin for metric in analysis.metrics)
+    success, duration = (metric.threshold_range for metric in analysis.metrics)
+    assert success is not None and (success.min, success.max) == (99.0, None)
+    assert duration is not None and (duration.min, duration.max) == (None, 500.0)
+    api_warnings = [w for w in result.warnings if w.startswith("apiVersion:")]
+    assert len(api_warnings) == 1
+    assert "flagger.app/v1alpha3 is deprecated" in api_warnings[0]
+    assert "canaryAnalysis" in api_warnings[0]
+    # the old metrics also used the deprecated `threshold`: one warning each
+    assert sorted(result.warnings[1:]) == [
+        "spec.analysis.metrics[0].threshold: deprecated, read as thresholdRange.min: 99",
+        "spec.analysis.metrics[1].threshold: deprecated, read as thresholdRange.max: 500",
+    ]
+    assert all("\n" not in warning for warning in result.warnings)
+
+
+# -- MetricTemplates -------------------------------------------------------------------------
+
+
+def test_metric_template_in_the_same_file_is_resolved() -> None:
+    text = read("podinfo-metric-template.yaml")
+    template = next(doc for doc in yaml.safe_load_all(text) if doc["kind"] == "MetricTemplate")
+    result = load(text)
+    assert result.warnings == []
+    custom = result.canary.spec.analysis.metrics[1]
+    assert custom.name == "404s percentage"
+    assert custom.query == template["spec"]["query"]
+    assert custom.metrics_server == "http://prometheus.istio-system:9090"
+    assert not custom.builtin
+    bounds = custom.threshold_range
+    assert bounds is not None and bounds.max == 5.0
+
+
+def test_template_ref_without_namespace_uses_the_canary_namespace() -> None:
+    docs = list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+    docs[0]["metadata"]["namespace"] = "test"
+    del docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"]["namespace"]
+    custom = load(yaml.safe_dump_all(docs)).canary.spec.analysis.metrics[1]
+    assert custom.query == docs[0]["spec"]["query"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda docs: docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"].update(
+                name="missing"
+            ),
+            "spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/missing not found "
+            "(put it in the same file as the Canary)",
+        ),
+        (
+            lambda docs: docs.pop(0),
+            "spec.analysis.metrics[1].templateRef: MetricTemplate "
+            "istio-system/not-found-percentage not found (put it in the same file as the Canary)",
+        ),
+        (
+            lambda docs: docs[0]["spec"].pop("query"),
+            "MetricTemplate istio-system/not-found-percentage: spec.query is required",
+        ),
+        (
+            lambda docs: docs[0]["spec"]["provider"].update(type="datadog"),
+            "MetricTemplate istio-system/not-found-percentage: spec.provider.type: "
+            "unknown provider 'datadog' (supported: prometheus)",
+        ),
+    ],
+)
+def test_metric_template_problems(change: Any, expected: str) -> None:
+    docs = list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+    change(docs)
+    assert problems_of(yaml.safe_dump_all(docs)) == [expected]
+
+
+def test_template_problems_come_with_the_other_problems() -> None:
+    docs = list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+    docs[1]["spec"]["provider"] = "foo"
+    docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"]["name"] = "missing"
+    assert problems_of(yaml.safe_dump_all(docs)) == [
+        "spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/missing not found "
+        "(put it in the same file as the Canary)",
+        "spec.provider: unknown provider 'foo' (supported: istio, kubernetes)",
+    ]
+
+
+# -- unknown fields --------------------------------------------------------------------------
+
+
+def test_unknown_fields_are_warnings_not_errors() -> None:
+    text = edited(
+        {
+            "metadata.uid": "1234",
+            "spec.revertOnDeletion": True,
+            "spec.service.portDiscovery": True,
+            "spec.analysis.sessionAffinity": {"cookieName": "flagger"},
+            "spec.analysis.metrics[0].thresholdRange.foo": 1,
+            "spec.analysis.webhooks[2].retries": 3,
+        }
+    )
+    result = load(text)
+    assert sorted(result.warnings) == sorted(
+        [
+            "metadata.uid: unknown field, ignored",
+            "spec.revertOnDeletion: unknown field, ignored",
+            "spec.service.portDiscovery: unknown field, ignored",
+            "spec.analysis.sessionAffinity: unknown field, ignored",
+            "spec.analysis.metrics[0].thresholdRange.foo: unknown field, ignored",
+            "spec.analysis.webhooks[2].retries: unknown field, ignored",
+        ]
+    )
+    assert result.canary.spec.analysis.weights == [10, 20, 30, 40, 50]
+
+
+# -- problems --------------------------------------------------------------------------------
+
+
+def test_unparsable_yaml_names_the_line() -> None:
+    text = (
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n namespace: x\n"
+    )
+    problems = problems_of(text)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{SOURCE}:5: invalid YAML: ")
+
+
+def test_unparsable_yaml_in_a_long_file_names_the_right_line() -> None:
+    lines = read("podinfo.yaml").splitlines()
+    broken = next(i for i, line in enumerate(lines) if "maxWeight" in line)
+    lines[broken] = lines[broken].replace("maxWeight: 50", "maxWeight: [50")
+    problems = problems_of("\n".join(lines) + "\n")
+    assert len(problems) == 1
+    line = int(problems[0].split(":")[1])
+    assert broken + 1 <= line <= broken + 2  # PyYAML notices at the bracket or the next line
+    assert "invalid YAML" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", f"{SOURCE}: empty file, expected a Canary (flagger.app/v1beta1)"),
+        (
+            "# just a comment\n---\n",
+            f"{SOURCE}: empty file, expected a Canary (flagger.app/v1beta1)",
+        ),
+        ("- a\n- b\n", f"{SOURCE}: expected a Canary mapping, got list"),
+        ("just words\n", f"{SOURCE}: expected a Canary mapping, got str"),
+        (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n",
+            f"kind: expected Canary, got 'Deployment' in {SOURCE}",
+        ),
+        (
+            "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata:\n  name: t\n",
+            f"{SOURCE}: expected exactly one Canary, found 0",
+        ),
+        (
+            read("podinfo.yaml") + "---\n" + read("podinfo.yaml"),
+            f"{SOURCE}: expected exactly one Canary, found 2",
+        ),
+    ],
+)
+def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
+    assert problems_of(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        pytest.param(
+            {"apiVersion": "flagger.app/v2"},
+            ["apiVersion: expected flagger.app/v1beta1, got 'flagger.app/v2'"],
+            id="apiVersion",
+        ),
+        pytest.param({"metadata": DELETE}, ["metadata: is required"], id="no-metadata"),
+        pytest.param(
+            {"spec.targetRef": DELETE}, ["spec.targetRef: is required"], id="no-targetRef"
+        ),
+        pytest.param(
+            {"spec.targetRef.name": DELETE},
+            ["spec.targetRef.name: is required"],
+            id="no-targetRef-name",
+        ),
+        pytest.param(
+            {"spec.targetRef.name": ""},
+            ["spec.targetRef.name: must not be empty"],
+            id="empty-targetRef-name",
+        ),
+        pytest.param(
+            {"spec.targetRef.kind": "StatefulSet"},
+            ["spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment)"],
+            id="targetRef-kind",
+        ),
+        pytest.param(
+            {"spec.autoscalerRef.kind": "ScaledObject"},
+            [
+                "spec.autoscalerRef.kind: unsupported kind 'ScaledObject' "
+                "(supported: HorizontalPodAutoscaler)"
+            ],
+            id="autoscalerRef-kind",
+        ),
+        pytest.param(
+            {"spec.analysis.interval": "1x"},
+            ["spec.analysis.interval: invalid duration '1x' (expected e.g. 30s, 1m, 1m30s, 1h)"],
+            id="analysis-interval",
+        ),
+        pytest.param(
+            {"spec.analysis.interval": 10},
+            ["spec.analysis.interval: must be a duration with a unit, such as 10s or 10m"],
+            id="analysis-interval-number",
+        ),
+        pytest.param(
+            {"spec.analysis.interval": "0s"},
+            ["spec.analysis.interval: must be longer than 0s"],
+            id="analysis-interval-zero",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[1].interval": "30 s"},
+            [
+                "spec.analysis.metrics[1].interval: invalid duration '30 s' "
+                "(expected e.g. 30s, 1m, 1m30s, 1h)"
+            ],
+            id="metric-interval",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[2].timeout": "-5s"},
+            [
+                "spec.analysis.webhooks[2].timeout: invalid duration '-5s' "
+                "(expected e.g. 30s, 1m, 1m30s, 1h)"
+            ],
+            id="webhook-timeout",
+        ),
+        pytest.param(
+            {"spec.analysis.maxWeight": 120},
+            ["spec.analysis.maxWeight: must be between 1 and 100 (got 120)"],
+            id="maxWeight-120",
+        ),
+        pytest.param(
+            {"spec.analysis.stepWeight": 0},
+            ["spec.analysis.stepWeight: must be between 1 and 100 (got 0)"],
+            id="stepWeight-0",
+        ),
+        pytest.param(
+            {
+                "spec.analysis.stepWeight": DELETE,
+                "spec.analysis.maxWeight": DELETE,
+                "spec.analysis.stepWeights": [10, 200],
+            },
+            ["spec.analysis.stepWeights[1]: must be between 1 and 100 (got 200)"],
+            id="stepWeights-200",
+        ),
+        pytest.param(
+            {
+                "spec.analysis.stepWeight": DELETE,
+                "spec.analysis.stepWeights": [10, 30, 20],
+            },
+            ["spec.analysis.stepWeights: must be strictly increasing"],
+            id="stepWeights-order",
+        ),
+        pytest.param(
+            {"spec.analysis.stepWeight": 60},
+            ["spec.analysis.stepWeight: must not exceed maxWeight (60 > 50)"],
+            id="stepWeight-over-max",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[0].thresholdRange": {"min": 99, "max": 50}},
+            ["spec.analysis.metrics[0].thresholdRange: min must not exceed max (99 > 50)"],
+            id="thresholdRange-min-over-max",
+        ),
+        pytest.param(
+            {"spec.analysis.threshold": -1},
+            ["spec.analysis.threshold: must not be negative (got -1)"],
+            id="threshold-negative",
+        ),
+        pytest.param(
+            {"spec.analysis.threshold": 0},
+            ["spec.analysis.threshold: must be at least 1"],
+            id="threshold-zero",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[1]": {"name": "error-rate", "thresholdRange": {"max": 1}}},
+            [
+                "spec.analysis.metrics[1]: 'error-rate' is neither a built-in metric "
+                "(request-success-rate, request-duration) nor has a query or templateRef"
+            ],
+            id="metric-without-query",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[3].type": "pre-flight"},
+            [
+                "spec.analysis.webhooks[3].type: unknown value 'pre-flight' (expected one of "
+                "'confirm-rollout', 'pre-rollout', 'rollout', 'confirm-traffic-increase', "
+                "'confirm-promotion', 'post-rollout', 'rollback' or 'event')"
+            ],
+            id="webhook-type",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[0].url": "ftp://flagger-loadtester.test/"},
+            [
+                "spec.analysis.webhooks[0].url: must be an http(s) URL "
+                "(got 'ftp://flagger-loadtester.test/')"
+            ],
+            id="webhook-url-scheme",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[4].url": "flagger-loadtester.test/gate"},
+            [
+                "spec.analysis.webhooks[4].url: must be an http(s) URL "
+                "(got 'flagger-loadtester.test/gate')"
+            ],
+            id="webhook-url-no-scheme",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[6].url": "https:///done"},
+            ["spec.analysis.webhooks[6].url: must be an http(s) URL (got 'https:///done')"],
+            id="webhook-url-no-host",
+        ),
+        pytest.param(
+            {"spec.provider": "foo"},
+            ["spec.provider: unknown provider 'foo' (supported: istio, kubernetes)"],
+            id="provider-unknown",
+        ),
+        pytest.param(
+            {"spec.provider": "linkerd"},
+            [
+                "spec.provider: provider 'linkerd' is not supported by coalmine yet "
+                "(supported: istio, kubernetes)"
+            ],
+            id="provider-flagger-only",
+        ),
+        pytest.param(
+            {"spec.service.port": 0},
+            ["spec.service.port: must be greater than 0"],
+            id="service-port",
+        ),
+        pytest.param(
+            {"spec.analysis.stepWeight": DELETE},
+            ["spec.analysis: needs stepWeight (with maxWeight), stepWeights or iterations"],
+            id="no-steps",
+        ),
+        pytest.param(
+            {"spec.analysis.iterations": 0},
+            ["spec.analysis.iterations: must be at least 1 (got 0)"],
+            id="iterations-zero",
+        ),
+        pytest.param(
+            {"spec.analysis.match": [{"headers": {"x-canary": {"exact": "insider"}}}]},
+            ["spec.analysis.iterations: required with match (A/B testing)"],
+            id="match-without-iterations",
+        ),
+    ],
+)
+def test_one_problem_naming_the_field(edits: dict[str, Any], expected: list[str]) -> None:
+    assert problems_of(edited(edits)) == expected
+
+
+def test_several_spec_problems_are_reported_together() -> None:
+    text = edited(
+        {
+            "spec.provider": "foo",
+            "spec.targetRef.kind": "StatefulSet",
+            "spec.analysis.maxWeight": 120,
+            "spec.analysis.metrics[0].thresholdRange": {"min": 99, "max": 50},
+            "spec.analysis.webhooks[1].url": "ftp://x/",
+        }
+    )
+    assert problems_of(text) == [
+        "spec.provider: unknown provider 'foo' (supported: istio, kubernetes)",
+        "spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment)",
+        "spec.analysis.maxWeight: must be between 1 and 100 (got 120)",
+        "spec.analysis.metrics[0].thresholdRange: min must not exceed max (99 > 50)",
+        "spec.analysis.webhooks[1].url: must be an http(s) URL (got 'ftp://x/')",
+    ]
+
+
+def test_several_field_problems_are_reported_together() -> None:
+    text = edited(
+        {
+            "spec.targetRef.name": DELETE,
+            "spec.analysis.interval": "1x",
+            "spec.analysis.metrics[1].interval": "abc",
+            "spec.analysis.webhooks[3].type": "later",
+        }
+    )
+    problems = problems_of(text)
+    assert len(problems) == 4
+    assert [problem.split(":")[0] for problem in problems] == [
+        "spec.targetRef.name",
+        "spec.analysis.interval",
+        "spec.analysis.metrics[1].interval",
+        "spec.analysis.webhooks[3].type",
+    ]
+
+
+# -- strategies ------------------------------------------------------------------------------
+
+CANARY_STEPS = {"spec.analysis.stepWeight": 20, "spec.analysis.maxWeight": 50}
+NO_WEIGHTS = {"spec.analysis.stepWeight": DELETE, "spec.analysis.maxWeight": DELETE}
+MATCH = [{"headers": {"x-canary": {"exact": "insider"}}}]
+
+
+@pytest.mark.parametrize(
+    ("edits", "strategy", "weights"),
+    [
+        pytest.param(CANARY_STEPS, Strategy.CANARY, [20, 40, 50], id="canary"),
+        pytest.param(
+            {"spec.analysis.stepWeight": 25, "spec.analysis.maxWeight": DELETE},
+            Strategy.CANARY,
+            [25, 50, 75, 100],
+            id="canary-default-max",
+        ),
+        pytest.param(
+            {**NO_WEIGHTS, "spec.analysis.stepWeights": [5, 10, 50]},
+            Strategy.CANARY,
+            [5, 10, 50],
+            id="canary-stepWeights",
+        ),
+        pytest.param(
+            {**NO_WEIGHTS, "spec.analysis.iterations": 10, "spec.analysis.match": MATCH},
+            Strategy.AB_TESTING,
+            None,
+            id="ab-testing",
+        ),
+        pytest.param(
+            {**NO_WEIGHTS, "spec.analysis.iterations": 10},
+            Strategy.BLUE_GREEN,
+            None,
+            id="blue-green",
+        ),
+        pytest.param(
+            {**NO_WEIGHTS, "spec.analysis.iterations": 10, "spec.analysis.mirror": True},
+            Strategy.BLUE_GREEN_MIRROR,
+            None,
+            id="blue-green-mirror",
+        ),
+        pytest.param(
+            {**NO_WEIGHTS, "spec.provider": "kubernetes", "spec.analysis.iterations": 5},
+            Strategy.BLUE_GREEN,
+            None,
+            id="kubernetes-blue-green",
+        ),
+    ],
+)
+def test_strategy(edits: dict[str, Any], strategy: Strategy, weights: list[int] | None) -> None:
+    canary: Canary = load(edited(edits)).canary
+    assert canary.spec.analysis.strategy == strategy
+    if weights is not None:
+        assert canary.spec.analysis.weights == weights
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        pytest.param(
+            {"spec.provider": "kubernetes"},
+            "spec.analysis.stepWeight: provider 'kubernetes' has no traffic router; "
+            "use iterations (blue/green)",
+            id="stepWeight",
+        ),
+        pytest.param(
+            {**NO_WEIGHTS, "spec.provider": "kubernetes", "spec.analysis.stepWeights": [10, 50]},
+            "spec.analysis.stepWeights: provider 'kubernetes' has no traffic router; "
+            "use iterations (blue/green)",
+            id="stepWeights",
+        ),
+        pytest.param(
+            {
+                **NO_WEIGHTS,
+                "spec.provider": "kubernetes",
+                "spec.analysis.iterations": 5,
+                "spec.analysis.mirror": True,
+            },
+            "spec.analysis.mirror: provider 'kubernetes' cannot match or mirror traffic",
+            id="mirror",
+        ),
+        pytest.param(
+            {
+                **NO_WEIGHTS,
+                "spec.provider": "kubernetes",
+                "spec.analysis.iterations": 5,
+                "spec.analysis.match": MATCH,
+            },
+            "spec.analysis.match: provider 'kubernetes' cannot match or mirror traffic",
+            id="match",
+        ),
+    ],
+)
+def test_kubernetes_provider_refuses_traffic_shaping(edits: dict[str, Any], expected: str) -> None:
+    assert problems_of(edited(edits)) == [expected]
