@@ -34,7 +34,6 @@ FLAGGER_ONLY_PROVIDERS = (
     "kuma",
     "apisix",
     "gatewayapi",
-    "traefik",
 )
 
 
@@ -241,12 +240,40 @@ def semantic_problems(canary: spec.Canary) -> list[str]:
             f"spec.targetRef.kind: unsupported kind {target.target_ref.kind!r} "
             f"(supported: {', '.join(spec.TARGET_KINDS)})"
         )
+    problems += _local_problems(target)
     if target.autoscaler_ref and target.autoscaler_ref.kind != "HorizontalPodAutoscaler":
         problems.append(
             f"spec.autoscalerRef.kind: unsupported kind {target.autoscaler_ref.kind!r} "
             "(supported: HorizontalPodAutoscaler)"
         )
     problems += _analysis_problems(analysis, target.provider)
+    return problems
+
+
+def _local_problems(target: spec.CanarySpec) -> list[str]:
+    """The local platform's pieces must come together: a LocalProcess target with `local`,
+    provider traefik with `traefik`."""
+    problems: list[str] = []
+    local_kind = target.target_ref.kind == spec.LOCAL_KIND
+    if local_kind and target.local is None:
+        problems.append("spec.local: required when spec.targetRef.kind is LocalProcess")
+    if target.local is not None and not local_kind:
+        problems.append(
+            f"spec.local: only for spec.targetRef.kind LocalProcess "
+            f"(got {target.target_ref.kind!r})"
+        )
+    if target.local is not None and target.local.primary_port == target.local.canary_port:
+        problems.append("spec.local.canaryPort: must differ from primaryPort")
+    if target.provider == "traefik" and target.traefik is None:
+        problems.append("spec.traefik: required when spec.provider is traefik")
+    if target.traefik is not None and target.provider != "traefik":
+        problems.append(f"spec.traefik: only for provider traefik (got {target.provider!r})")
+    if target.provider == "traefik" and not local_kind:
+        problems.append("spec.provider: traefik routes LocalProcess targets only")
+    if local_kind and target.provider != "traefik":
+        problems.append(
+            f"spec.provider: a LocalProcess target needs provider traefik (got {target.provider!r})"
+        )
     return problems
 
 

@@ -19,10 +19,11 @@ from pydantic.alias_generators import to_camel
 
 from canary import durations
 
-ROUTERS = ("istio", "kubernetes")
+ROUTERS = ("istio", "traefik", "kubernetes")
 """Routers coalmine implements; `kubernetes` means no traffic router (blue/green only)."""
 
-TARGET_KINDS = ("Deployment",)
+TARGET_KINDS = ("Deployment", "LocalProcess")
+LOCAL_KIND = "LocalProcess"
 
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
 
@@ -165,6 +166,30 @@ class Service(SpecModel):
     retries: dict[str, Any] | None = None
 
 
+class LocalProcess(SpecModel):
+    """coalmine extension: a target made of processes on this machine (kind LocalProcess).
+
+    `command` is split like a shell line after `{{ image }}` and `{{ port }}` are filled in;
+    the image is the version to run (`image` here for the first primary, then `--image`).
+    """
+
+    command: str = Field(min_length=1)
+    image: str = Field(min_length=1)
+    primary_port: int = Field(gt=0, le=65535)
+    canary_port: int = Field(gt=0, le=65535)
+    health_path: str = "/healthz"
+    env: dict[str, str] = Field(default_factory=dict)
+    state_dir: str = ".coalmine"
+
+
+class Traefik(SpecModel):
+    """coalmine extension: the Traefik file-provider config that provider `traefik` writes."""
+
+    config_file: str = Field(min_length=1)
+    entry_point: str = "web"
+    rule: str = "PathPrefix(`/`)"
+
+
 class CanarySpec(SpecModel):
     provider: str = "istio"
     target_ref: ObjectRef
@@ -173,6 +198,8 @@ class CanarySpec(SpecModel):
     service: Service
     skip_analysis: bool = False
     analysis: Analysis
+    local: LocalProcess | None = None
+    traefik: Traefik | None = None
 
 
 class ObjectMeta(SpecModel):

@@ -282,7 +282,7 @@ def test_template_problems_come_with_the_other_problems() -> None:
     assert problems_of(yaml.safe_dump_all(docs)) == [
         "spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/missing not found "
         "(put it in the same file as the Canary)",
-        "spec.provider: unknown provider 'foo' (supported: istio, kubernetes)",
+        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)",
     ]
 
 
@@ -389,7 +389,7 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         ),
         pytest.param(
             {"spec.targetRef.kind": "StatefulSet"},
-            ["spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment)"],
+            ["spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment, LocalProcess)"],
             id="targetRef-kind",
         ),
         pytest.param(
@@ -518,14 +518,14 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         ),
         pytest.param(
             {"spec.provider": "foo"},
-            ["spec.provider: unknown provider 'foo' (supported: istio, kubernetes)"],
+            ["spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)"],
             id="provider-unknown",
         ),
         pytest.param(
             {"spec.provider": "linkerd"},
             [
                 "spec.provider: provider 'linkerd' is not supported by coalmine yet "
-                "(supported: istio, kubernetes)"
+                "(supported: istio, traefik, kubernetes)"
             ],
             id="provider-flagger-only",
         ),
@@ -566,8 +566,8 @@ def test_several_spec_problems_are_reported_together() -> None:
         }
     )
     assert problems_of(text) == [
-        "spec.provider: unknown provider 'foo' (supported: istio, kubernetes)",
-        "spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment)",
+        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)",
+        "spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment, LocalProcess)",
         "spec.analysis.maxWeight: must be between 1 and 100 (got 120)",
         "spec.analysis.metrics[0].thresholdRange: min must not exceed max (99 > 50)",
         "spec.analysis.webhooks[1].url: must be an http(s) URL (got 'ftp://x/')",
