@@ -1,0 +1,26 @@
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: test lint demo clean
+
+# The venv is rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy canary
+	$(BIN)/lint-imports
+
+test: $(VENV)/.installed lint
+	./scripts/ensure-prometheus.sh
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .coalmine .pytest_cache .mypy_cache .ruff_cache *.egg-info
