@@ -14,6 +14,7 @@ from pathlib import Path
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -149,6 +150,12 @@ async def _run_remote(args: argparse.Namespace) -> int:
         CanaryWorkflow.run, workflow_id(args.namespace, args.name)
     )
     try:
+        description = await handle.describe()
+        if args.command != "status" and description.status != WorkflowExecutionStatus.RUNNING:
+            final = await handle.query(CanaryWorkflow.status)
+            raise Refused(
+                f"the rollout of {args.name}.{args.namespace} has already ended ({final.phase})"
+            )
         if args.command == "status":
             status = await handle.query(CanaryWorkflow.status)
             print(status.model_dump_json(indent=2) if args.json else render.status(status))

@@ -389,7 +389,10 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         ),
         pytest.param(
             {"spec.targetRef.kind": "StatefulSet"},
-            ["spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment, LocalProcess)"],
+            [
+                "spec.targetRef.kind: unsupported kind 'StatefulSet' "
+                "(supported: Deployment, LocalProcess)"
+            ],
             id="targetRef-kind",
         ),
         pytest.param(

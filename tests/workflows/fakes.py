@@ -32,6 +32,8 @@ def failing(weight: int) -> list[MetricObservation]:
 @dataclass
 class FakePlatform:
     metrics: Metrics = healthy
+    failing_image: str | None = None
+    """A canary image whose metrics fail whatever `metrics` says."""
     canary_ready: bool = True
     webhook_ok: Callable[[str], bool] = lambda name: True
     primary_revision: str = "rev-1"
@@ -96,13 +98,18 @@ class FakePlatform:
         hooks = [h for h in request.canary.spec.analysis.webhooks if h.type == "rollout"]
         return StepObservation(
             webhooks=[self._hook(hook.name) for hook in hooks],
-            metrics=self.metrics(weight),
+            metrics=self._metrics()(weight),
         )
 
     @activity.defn(name=contract.CALL_WEBHOOKS)
     async def call_webhooks(self, request: contract.WebhooksRequest) -> contract.WebhooksResult:
         hooks = [h for h in request.canary.spec.analysis.webhooks if h.type in request.kinds]
         return contract.WebhooksResult(webhooks=[self._hook(hook.name) for hook in hooks])
+
+    def _metrics(self) -> Metrics:
+        if self.images and self.images[-1] == self.failing_image:
+            return failing
+        return self.metrics
 
     def _hook(self, name: str) -> WebhookObservation:
         self.webhook_calls.append(name)
