@@ -1,64 +1,10 @@
 """call_webhook against a local HTTP server that records what it receives."""
 
-import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
-import pytest
 
 from activities.webhooks import WebhookOutcome, call_webhook, webhook_payload
 from tests.support.net import free_port
-
-SLOW_SECONDS = 2.0
-
-
-class Receiver:
-    """Answers by path: /ok 200, /accepted 202, /fail 500 with a long body, /slow 200 late."""
-
-    def __init__(self) -> None:
-        self.bodies: list[Any] = []
-        self.content_types: list[str | None] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                receiver.bodies.append(json.loads(self.rfile.read(length)))
-                receiver.content_types.append(self.headers["Content-Type"])
-                if self.path == "/slow":
-                    time.sleep(SLOW_SECONDS)
-                status, body = {
-                    "/ok": (200, b"thanks"),
-                    "/accepted": (202, b""),
-                    "/fail": (500, b"load test failed: " + b"x" * 300),
-                    "/slow": (200, b"late"),
-                }[self.path]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    thread = threading.Thread(target=receiver.server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-    thread.join()
-
+from tests.support.webhook_receiver import SLOW_SECONDS, Receiver, receiver_fixture  # noqa: F401
 
 PAYLOAD = webhook_payload(
     name="podinfo",

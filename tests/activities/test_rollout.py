@@ -1,0 +1,178 @@
+"""The whole Kubernetes path: CanaryWorkflow with the real activities, on the time-skipping
+server, against kmock (Deployments, Services, Istio objects), a real Prometheus scraping
+Istio-named metrics, and a local webhook receiver. Assertions are on the stored objects."""
+
+import concurrent.futures
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from activities.rollout import RolloutActivities
+from canary import contract
+from canary.spec import Canary
+from canary.status import CanaryStatus, Phase
+from tests.support.exporter import MetricsExporter
+from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
+from tests.support.net import free_port
+from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
+from tests.support.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
+from worker.main import ACTIVITY_THREADS, build_worker
+from workflows.canary_workflow import CanaryWorkflow
+
+DEPLOYMENTS = "apps/v1/deployments"
+VIRTUAL_SERVICES = "networking.istio.io/v1beta1/virtualservices"
+NEW_IMAGE = "ghcr.io/stefanprodan/podinfo:6.1.0"
+
+
+def istio_labels(workload: str, namespace: str, code: str) -> dict[str, str]:
+    return {
+        "reporter": "destination",
+        "destination_workload_namespace": namespace,
+        "destination_workload": workload,
+        "response_code": code,
+    }
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPrometheus]:
+    """`healthy` answers 99.5% non-5xx in 40 ms; `broken` 70% in 40 ms."""
+    exporter = MetricsExporter()
+    for namespace, good, bad in (("healthy", 199.0, 1.0), ("broken", 70.0, 30.0)):
+        exporter.set_rate("istio_requests_total", istio_labels("podinfo", namespace, "200"), good)
+        exporter.set_rate("istio_requests_total", istio_labels("podinfo", namespace, "503"), bad)
+        labels = istio_labels("podinfo", namespace, "200")
+        del labels["response_code"]
+        exporter.set_histogram("istio_request_duration_milliseconds", labels, 100.0, {50.0: 1.0})
+    with (
+        exporter,
+        running_prometheus(
+            tmp_path_factory.mktemp("prometheus"),
+            [static_scrape_config("istio", [exporter.target])],
+        ) as running,
+    ):
+        running.wait_for('count_over_time(istio_requests_total{response_code="503"}[1m]) >= 3')
+        yield running
+
+
+def seed(kube: ServedEmulator, namespace: str) -> None:
+    """A target and an older primary, both reporting ready (there is no controller)."""
+    ready = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+    target = podinfo_deployment(namespace=namespace)
+    primary = podinfo_deployment(namespace=namespace, name="podinfo-primary")
+    for deployment in (target, primary):
+        kube.put(DEPLOYMENTS, {**deployment, "status": ready})
+
+
+def canary(namespace: str, hook_url: str, metrics_server: str) -> Canary:
+    return Canary.model_validate(
+        {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": namespace},
+            "spec": {
+                "provider": "istio",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898, "targetPort": 9898, "hosts": ["app.example.com"]},
+                "analysis": {
+                    "interval": "1m",
+                    "threshold": 2,
+                    "maxWeight": 30,
+                    "stepWeight": 10,
+                    "metricsServer": metrics_server,
+                    "metrics": [
+                        {"name": "request-success-rate", "thresholdRange": {"min": 99}},
+                        {"name": "request-duration", "thresholdRange": {"max": 500}},
+                    ],
+                    "webhooks": [{"name": "load-test", "url": f"{hook_url}/ok"}],
+                },
+            },
+        }
+    )
+
+
+async def roll_out(env: WorkflowEnvironment, kube: ServedEmulator, spec: Canary) -> CanaryStatus:
+    activities = RolloutActivities(lambda: kube.api, "http://127.0.0.1:1")
+    queue = f"rollout-{uuid.uuid4()}"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        async with build_worker(env.client, activities, executor, task_queue=queue):
+            return await env.client.execute_workflow(
+                CanaryWorkflow.run,
+                contract.RolloutRequest(canary=spec, image=NEW_IMAGE),
+                id=f"{spec.workflow_id}-{uuid.uuid4()}",
+                task_queue=queue,
+            )
+
+
+def routes(kube: ServedEmulator, namespace: str) -> dict[str, int]:
+    service = kube.get(VIRTUAL_SERVICES, namespace, "podinfo")
+    [http] = service["spec"]["http"]
+    return {item["destination"]["host"]: item["weight"] for item in http["route"]}
+
+
+def image(kube: ServedEmulator, namespace: str, name: str) -> str:
+    deployment = kube.get(DEPLOYMENTS, namespace, name)
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return str(container["image"])
+
+
+async def test_healthy_rollout_promotes_the_new_image_to_the_primary(
+    time_skipping_env: WorkflowEnvironment,
+    kube: ServedEmulator,
+    prometheus: RunningPrometheus,
+    receiver: Receiver,
+) -> None:
+    seed(kube, "healthy")
+    result = await roll_out(
+        time_skipping_env, kube, canary("healthy", receiver.url, prometheus.address)
+    )
+    assert result.phase == Phase.SUCCEEDED, result.events
+    assert routes(kube, "healthy") == {"podinfo-primary": 100, "podinfo-canary": 0}
+    assert image(kube, "healthy", "podinfo-primary") == NEW_IMAGE
+    assert kube.get(DEPLOYMENTS, "healthy", "podinfo")["spec"]["replicas"] == 0
+    success = next(m for m in result.metrics if m.name == "request-success-rate")
+    assert success.value == pytest.approx(99.5, abs=0.01)
+    duration = next(m for m in result.metrics if m.name == "request-duration")
+    assert duration.value == pytest.approx(49.5, abs=0.5)
+    advances = [e.message for e in result.events if e.message.startswith("Advance")]
+    assert advances == [f"Advance podinfo.healthy canary weight {w}" for w in (10, 20, 30)]
+    assert len(receiver.bodies) == 3
+    assert {body["name"] for body in receiver.bodies} == {"podinfo"}
+    assert {body["phase"] for body in receiver.bodies} == {"Progressing"}
+
+
+async def test_failing_rollout_leaves_the_primary_and_routes_everything_to_it(
+    time_skipping_env: WorkflowEnvironment,
+    kube: ServedEmulator,
+    prometheus: RunningPrometheus,
+    receiver: Receiver,
+) -> None:
+    seed(kube, "broken")
+    old_image = image(kube, "broken", "podinfo-primary")
+    result = await roll_out(
+        time_skipping_env, kube, canary("broken", receiver.url, prometheus.address)
+    )
+    assert result.phase == Phase.FAILED
+    assert result.failed_checks == 2
+    assert routes(kube, "broken") == {"podinfo-primary": 100, "podinfo-canary": 0}
+    assert image(kube, "broken", "podinfo-primary") == old_image
+    assert image(kube, "broken", "podinfo") == NEW_IMAGE
+    assert kube.get(DEPLOYMENTS, "broken", "podinfo")["spec"]["replicas"] == 0
+    halts = [e.message for e in result.events if e.message.startswith("Halt")]
+    assert halts == ["Halt podinfo.broken advancement success rate 70.00% < 99%"] * 2
+
+
+async def test_observe_reports_unreachable_metrics_and_hooks_as_observations(
+    kube: ServedEmulator,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    activities = RolloutActivities(lambda: kube.api, closed)
+    request = contract.ObserveRequest(canary=canary("x", closed, closed), phase=Phase.PROGRESSING)
+    observation = await ActivityEnvironment().run(activities.observe, request)
+    assert [hook.ok for hook in observation.webhooks] == [False]
+    assert "connection refused" in observation.webhooks[0].message
+    assert [metric.value for metric in observation.metrics] == [None, None]
+    for metric in observation.metrics:
+        assert metric.error == f"metrics unavailable: prometheus at {closed}: connection refused"
