@@ -104,7 +104,9 @@ def render_command(command: str, image: str, port: int) -> list[str]:
     try:
         argv = shlex.split(_PLACEHOLDER.sub(substitute, command))
     except ValueError as error:
-        raise errors.PermanentError(f"spec.local.command: cannot split {command!r}: {error}")
+        raise errors.PermanentError(
+            f"spec.local.command: cannot split {command!r}: {error}"
+        ) from error
     if not argv:
         raise errors.PermanentError("spec.local.command: is empty")
     return argv
@@ -131,9 +133,15 @@ class LocalTarget:
     @classmethod
     def for_canary(cls, canary: Canary, workdir: Path | None = None) -> "LocalTarget":
         if canary.spec.local is None:
-            raise errors.PermanentError("spec.local: required when spec.targetRef.kind is LocalProcess")
-        return cls(canary.metadata.namespace, canary.spec.target_ref.name, canary.spec.local,
-                   workdir=workdir)
+            raise errors.PermanentError(
+                "spec.local: required when spec.targetRef.kind is LocalProcess"
+            )
+        return cls(
+            canary.metadata.namespace,
+            canary.spec.target_ref.name,
+            canary.spec.local,
+            workdir=workdir,
+        )
 
     # -- the Target protocol -------------------------------------------------------------
 
@@ -227,7 +235,9 @@ class LocalTarget:
         except FileNotFoundError:
             return SideState()
         except (OSError, ValidationError) as error:
-            raise errors.PermanentError(f"local target state {path} is unreadable: {error}")
+            raise errors.PermanentError(
+                f"local target state {path} is unreadable: {error}"
+            ) from error
 
     def _write(self, role: Role, state: SideState) -> None:
         _write_atomically(self._path(role), state.model_dump_json(indent=2) + "\n")
@@ -294,8 +304,9 @@ class LocalTarget:
         log_path = self._log_path(role)
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         with log_path.open("ab") as log:
-            log.write(f"--- {stamp} coalmine starts {image} on port {port}: {shlex.join(argv)}\n"
-                      .encode())
+            log.write(
+                f"--- {stamp} coalmine starts {image} on port {port}: {shlex.join(argv)}\n".encode()
+            )
             log.flush()
             try:
                 child = subprocess.Popen(
@@ -375,7 +386,8 @@ class LocalTarget:
         if not self._alive(process):
             return Readiness(
                 ready=False,
-                message=f"{subject}: {what} is no longer running; {_log_tail(self._log_path(role))}",
+                message=f"{subject}: {what} is no longer running; "
+                + _log_tail(self._log_path(role)),
             )
         url = f"http://127.0.0.1:{process.port}{self.settings.health_path}"
         try:

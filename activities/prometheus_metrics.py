@@ -18,6 +18,10 @@ _ISTIO_WORKLOAD = (
     'destination_workload=~"{{ target }}"'
 )
 
+_TRAEFIK_CANARY = 'service="{{ target }}-canary@file"'
+"""Traefik labels a file-provider service's metrics `service="<name>@file"`; the canary's own
+service is `<target>-canary` (see activities.traefik_router)."""
+
 BUILTIN_QUERIES: Mapping[str, Mapping[str, str]] = {
     "istio": {
         "request-success-rate": (
@@ -32,6 +36,22 @@ BUILTIN_QUERIES: Mapping[str, Mapping[str, str]] = {
             "histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{"
             + _ISTIO_WORKLOAD
             + "}[{{ interval }}])))"
+        ),
+    },
+    "traefik": {
+        "request-success-rate": (
+            "(sum(rate(traefik_service_requests_total{"
+            + _TRAEFIK_CANARY
+            + ', code!~"5.."}[{{ interval }}])) or vector(0))'
+            + " / sum(rate(traefik_service_requests_total{"
+            + _TRAEFIK_CANARY
+            + "}[{{ interval }}])) * 100"
+        ),
+        "request-duration": (
+            "histogram_quantile(0.99, sum by (le) ("
+            + "rate(traefik_service_request_duration_seconds_bucket{"
+            + _TRAEFIK_CANARY
+            + "}[{{ interval }}]))) * 1000"
         ),
     },
 }

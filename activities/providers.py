@@ -10,10 +10,12 @@ import kubernetes
 from activities import errors
 from activities.istio_router import IstioRouter, IstioSettings
 from activities.kubernetes_target import KubernetesTarget, ServiceSettings
+from activities.local_target import LocalTarget
 from activities.no_router import NoRouter
+from activities.traefik_router import TraefikRouter
 from canary.contract import Readiness, TargetState
 from canary.decision import Routes
-from canary.spec import Canary
+from canary.spec import LOCAL_KIND, Canary
 
 
 class Target(Protocol):
@@ -37,7 +39,10 @@ class Router(Protocol):
 
 
 def target_for(canary: Canary, api: kubernetes.client.ApiClient) -> Target:
+    """The target of the spec's kind; `api` is unused for a LocalProcess target."""
     ref = canary.spec.target_ref
+    if ref.kind == LOCAL_KIND:
+        return LocalTarget.for_canary(canary)
     if ref.kind != "Deployment":
         raise errors.PermanentError(f"spec.targetRef.kind: unknown target kind {ref.kind!r}")
     service = canary.spec.service
@@ -57,6 +62,7 @@ def target_for(canary: Canary, api: kubernetes.client.ApiClient) -> Target:
 
 
 def router_for(canary: Canary, api: kubernetes.client.ApiClient) -> Router:
+    """The router of the spec's provider; `api` is unused for provider traefik."""
     provider = canary.spec.provider
     service = canary.spec.service
     if provider == "istio":
@@ -73,6 +79,8 @@ def router_for(canary: Canary, api: kubernetes.client.ApiClient) -> Router:
                 port=service.port,
             ),
         )
+    if provider == "traefik":
+        return TraefikRouter.for_canary(canary)
     if provider == "kubernetes":
         return NoRouter()
     raise errors.PermanentError(f"spec.provider: unknown provider {provider!r}")

@@ -81,7 +81,7 @@ def halt_no_values(target: str, metric: str) -> str:
 
 
 def halt_metrics_unavailable(target: str, metric: str, error: str) -> str:
-    return f"Halt {target} advancement metrics unavailable for {metric}: {error}"
+    return f"Halt {target} advancement {metric} check failed: {error}"
 
 
 def halt_webhook(target: str, webhook: str, detail: str) -> str:

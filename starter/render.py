@@ -1,7 +1,7 @@
 """Text for people: spec summaries, status views and event lines."""
 
 from canary.durations import format_duration
-from canary.spec import Canary, Strategy
+from canary.spec import Canary, Strategy, ThresholdRange
 from canary.status import CanaryStatus, Event, MetricStatus, Phase
 
 
@@ -37,9 +37,9 @@ def _strategy(canary: Canary) -> str:
     return f"{strategy}, {analysis.iterations} iterations then promotion"
 
 
-def _bounds(bounds: object) -> str:
-    low = getattr(bounds, "min", None)
-    high = getattr(bounds, "max", None)
+def _bounds(bounds: ThresholdRange | MetricStatus | None) -> str:
+    low = bounds.min if bounds else None
+    high = bounds.max if bounds else None
     parts = [f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else ""]
     return " and ".join(part for part in parts if part) or "(recorded, no threshold)"
 

@@ -256,14 +256,14 @@ FAILED_HOOK = WebhookObservation(name="load-test", ok=False, message="status 500
         ),
         pytest.param(
             observe(errors={"request-success-rate": "connection refused"}),
-            "Halt podinfo.test advancement metrics unavailable for request-success-rate: "
+            "Halt podinfo.test advancement request-success-rate check failed: "
             "connection refused",
             [CheckOutcome.UNAVAILABLE, CheckOutcome.PASSED],
             id="metrics-unavailable",
         ),
         pytest.param(
             StepObservation(metrics=[MetricObservation(name="request-success-rate", value=100)]),
-            "Halt podinfo.test advancement metrics unavailable for request-duration: "
+            "Halt podinfo.test advancement request-duration check failed: "
             "no observation was made",
             [CheckOutcome.PASSED, CheckOutcome.UNAVAILABLE],
             id="metric-not-observed",

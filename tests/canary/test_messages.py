@@ -75,7 +75,7 @@ DURATION = Metric(name="request-duration", threshold_range=ThresholdRange(max=50
         ),
         (
             lambda: messages.halt_metrics_unavailable(TARGET, "request-duration", "timeout"),
-            "Halt podinfo.test advancement metrics unavailable for request-duration: timeout",
+            "Halt podinfo.test advancement request-duration check failed: timeout",
         ),
         (
             lambda: messages.routing_mirror(TARGET, 50),
