@@ -256,15 +256,13 @@ FAILED_HOOK = WebhookObservation(name="load-test", ok=False, message="status 500
         ),
         pytest.param(
             observe(errors={"request-success-rate": "connection refused"}),
-            "Halt podinfo.test advancement request-success-rate check failed: "
-            "connection refused",
+            "Halt podinfo.test advancement request-success-rate check failed: connection refused",
             [CheckOutcome.UNAVAILABLE, CheckOutcome.PASSED],
             id="metrics-unavailable",
         ),
         pytest.param(
             StepObservation(metrics=[MetricObservation(name="request-success-rate", value=100)]),
-            "Halt podinfo.test advancement request-duration check failed: "
-            "no observation was made",
+            "Halt podinfo.test advancement request-duration check failed: no observation was made",
             [CheckOutcome.PASSED, CheckOutcome.UNAVAILABLE],
             id="metric-not-observed",
         ),
