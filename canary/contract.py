@@ -4,10 +4,13 @@ Both sides import this module, so a fake activity in a test registers under the 
 and the workflow cannot tell it from the real one.
 """
 
+from datetime import datetime
+from enum import StrEnum
+
 from pydantic import BaseModel, Field
 
 from canary.decision import Routes
-from canary.spec import Canary, WebhookType
+from canary.spec import Canary, Severity, WebhookType
 from canary.status import Phase, WebhookObservation
 
 TASK_QUEUE = "coalmine"
@@ -20,6 +23,7 @@ PROMOTE_PRIMARY = "promote_primary"
 SET_ROUTES = "set_routes"
 OBSERVE = "observe"
 CALL_WEBHOOKS = "call_webhooks"
+NOTIFY = "notify"
 
 
 class RolloutRequest(BaseModel):
@@ -91,3 +95,26 @@ class ControlRequest(BaseModel):
     """Input of pause, resume, promote and abort: why, in the caller's words."""
 
     reason: str = ""
+
+
+class NotificationKind(StrEnum):
+    STARTED = "started"
+    ADVANCED = "advanced"
+    HALTED = "halted"
+    WAITING = "waiting"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled-back"
+
+
+class Notification(BaseModel):
+    kind: NotificationKind
+    severity: Severity
+    message: str
+    time: datetime
+
+
+class NotifyRequest(BaseModel):
+    """Events to send to the spec's alert providers and as Kubernetes Events on the target."""
+
+    canary: Canary
+    notifications: list[Notification]

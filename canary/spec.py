@@ -107,6 +107,28 @@ class Webhook(SpecModel):
     mute_alert: bool = False
 
 
+class Severity(StrEnum):
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class ProviderRef(SpecModel):
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
+class Alert(SpecModel):
+    """Flagger's `analysis.alerts`: send events of at least `severity` to a named provider.
+
+    The provider (type and URL) is configured on the worker, never in the spec, so no secret
+    travels in the rollout's history."""
+
+    name: str = Field(min_length=1)
+    severity: Severity = Severity.INFO
+    provider_ref: ProviderRef
+
+
 class Strategy(StrEnum):
     CANARY = "canary"
     AB_TESTING = "ab-testing"
@@ -126,6 +148,7 @@ class Analysis(SpecModel):
     mirror_weight: int | None = None
     metrics: list[Metric] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
+    alerts: list[Alert] = Field(default_factory=list)
     metrics_server: str | None = None
     """coalmine extension: Prometheus address for this rollout (else the worker's default)."""
 
