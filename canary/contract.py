@@ -5,13 +5,12 @@ and the workflow cannot tell it from the real one.
 """
 
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from canary.decision import Routes
 from canary.spec import Canary, Severity, WebhookType
-from canary.status import Phase, WebhookObservation
+from canary.status import EventKind, Phase, WebhookObservation
 
 TASK_QUEUE = "coalmine"
 
@@ -97,13 +96,8 @@ class ControlRequest(BaseModel):
     reason: str = ""
 
 
-class NotificationKind(StrEnum):
-    STARTED = "started"
-    ADVANCED = "advanced"
-    HALTED = "halted"
-    WAITING = "waiting"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled-back"
+NotificationKind = EventKind
+"""What a notification announces: the kind of the event it carries."""
 
 
 class Notification(BaseModel):

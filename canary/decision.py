@@ -17,6 +17,7 @@ from canary.status import (
     CanaryStatus,
     CheckOutcome,
     Event,
+    EventKind,
     MetricObservation,
     MetricStatus,
     Phase,
@@ -63,13 +64,14 @@ def start_analysis(canary: Canary, status: CanaryStatus, now: datetime) -> Decis
     """The first step: send the canary its first traffic (no analysis: it has none yet)."""
     target = canary.target
     analysis = canary.spec.analysis
-    events = [Event(time=now, message=messages.starting(target))]
+    events = [Event(time=now, message=messages.starting(target), kind=EventKind.STARTED)]
     strategy = analysis.strategy
     routes: Routes | None = None
     if strategy == Strategy.CANARY:
         weight = analysis.weights[0]
         routes = Routes(primary_weight=100 - weight, canary_weight=weight)
-        events.append(Event(time=now, message=messages.advance_weight(target, weight)))
+        message = messages.advance_weight(target, weight)
+        events.append(Event(time=now, message=message, kind=EventKind.ADVANCED))
     elif strategy == Strategy.AB_TESTING:
         routes = Routes(primary_weight=0, canary_weight=100)
         events.append(Event(time=now, message=messages.routing_match(target)))
@@ -101,10 +103,12 @@ def decide(
         if refused is not None:
             message = messages.waiting_for_traffic_approval(target, refused.name)
             return Decision(
-                action=Action.WAIT, status=status.with_events(Event(time=now, message=message))
+                action=Action.WAIT,
+                status=status.with_events(Event(time=now, message=message, kind=EventKind.WAITING)),
             )
         routes = Routes(primary_weight=100 - later[0], canary_weight=later[0])
-        event = Event(time=now, message=messages.advance_weight(target, later[0]))
+        message = messages.advance_weight(target, later[0])
+        event = Event(time=now, message=message, kind=EventKind.ADVANCED)
         return Decision(
             action=Action.ADVANCE,
             status=_with_routes(status, routes).with_events(event),
@@ -112,7 +116,8 @@ def decide(
         )
     iterations = analysis.iterations or 0
     iteration = status.iteration + 1
-    event = Event(time=now, message=messages.advance_iteration(target, iteration, iterations))
+    message = messages.advance_iteration(target, iteration, iterations)
+    event = Event(time=now, message=message, kind=EventKind.ADVANCED)
     status = status.model_copy(update={"iteration": iteration}).with_events(event)
     action = Action.PROMOTE if iteration >= iterations else Action.ADVANCE
     return Decision(action=action, status=status)
@@ -122,11 +127,11 @@ def failed_check(canary: Canary, status: CanaryStatus, message: str, now: dateti
     """Count one failed check; roll back once the count reaches the threshold."""
     failed = status.failed_checks + 1
     status = status.model_copy(update={"failed_checks": failed})
-    events = [Event(time=now, message=message, warning=True)]
+    events = [Event(time=now, message=message, warning=True, kind=EventKind.HALTED)]
     if failed < canary.spec.analysis.threshold:
         return Decision(action=Action.HALT, status=status.with_events(*events))
     reason = messages.rolling_back_threshold(canary.target, failed)
-    events.append(Event(time=now, message=reason, warning=True))
+    events.append(Event(time=now, message=reason, warning=True, kind=EventKind.ROLLED_BACK))
     status = status.model_copy(update={"reason": reason}).with_events(*events)
     return Decision(action=Action.ROLLBACK, status=status)
 

@@ -5,6 +5,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from canary.spec import Severity
+
 MAX_EVENTS = 50
 
 
@@ -53,10 +55,28 @@ class MetricStatus(BaseModel):
     outcome: CheckOutcome
 
 
+class EventKind(StrEnum):
+    """What an event announces, for alerts; plain progress messages have no kind."""
+
+    STARTED = "started"
+    ADVANCED = "advanced"
+    HALTED = "halted"
+    WAITING = "waiting"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled-back"
+
+    @property
+    def severity(self) -> Severity:
+        if self == EventKind.ROLLED_BACK:
+            return Severity.ERROR
+        return Severity.WARN if self == EventKind.HALTED else Severity.INFO
+
+
 class Event(BaseModel):
     time: datetime
     message: str
     warning: bool = False
+    kind: EventKind | None = None
 
 
 class CanaryStatus(BaseModel):

@@ -128,6 +128,7 @@ def _validate(path: str) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from activities.alerts import AlertError
     from worker.main import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -136,7 +137,10 @@ def _worker(args: argparse.Namespace) -> int:
         client = await connect()
         await run_worker(client, args.metrics_server, args.task_queue)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except AlertError as error:
+        raise Refused(f"alert providers: {error}") from None
     return EXIT_OK
 
 
@@ -178,10 +182,13 @@ async def _run_remote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _start(client: Client, canary: Canary, image: str | None, wait: bool) -> int:
+async def start_rollout(
+    client: Client, canary: Canary, image: str | None
+) -> WorkflowHandle[CanaryWorkflow, CanaryStatus]:
+    """Start the rollout of `canary`; Refused when one is already running for it."""
     strategy = canary.spec.analysis.strategy
     try:
-        handle = await client.start_workflow(
+        return await client.start_workflow(
             CanaryWorkflow.run,
             contract.RolloutRequest(canary=canary, image=image),
             id=canary.workflow_id,
@@ -197,6 +204,10 @@ async def _start(client: Client, canary: Canary, image: str | None, wait: bool) 
             f"(workflow {canary.workflow_id}); see `coalmine status {canary.metadata.name} "
             f"-n {canary.metadata.namespace}`"
         ) from None
+
+
+async def _start(client: Client, canary: Canary, image: str | None, wait: bool) -> int:
+    handle = await start_rollout(client, canary, image)
     print(f"started rollout {handle.id} of {canary.target}")
     if not wait:
         return EXIT_OK

@@ -1,5 +1,6 @@
 """Text for people: spec summaries, status views and event lines."""
 
+from canary.details import bounds_text
 from canary.durations import format_duration
 from canary.spec import Canary, Strategy, ThresholdRange
 from canary.status import CanaryStatus, Event, MetricStatus, Phase
@@ -38,10 +39,9 @@ def _strategy(canary: Canary) -> str:
 
 
 def _bounds(bounds: ThresholdRange | MetricStatus | None) -> str:
-    low = bounds.min if bounds else None
-    high = bounds.max if bounds else None
-    parts = [f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else ""]
-    return " and ".join(part for part in parts if part) or "(recorded, no threshold)"
+    if bounds is None:
+        return "(recorded, no threshold)"
+    return bounds_text(bounds.min, bounds.max) or "(recorded, no threshold)"
 
 
 def event(item: Event) -> str:

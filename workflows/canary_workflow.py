@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -24,8 +24,10 @@ with workflow.unsafe.imports_passed_through():
         failed_check,
         start_analysis,
     )
+    from canary.details import status_markdown
     from canary.spec import WebhookType
-    from canary.status import CanaryStatus, Event, Phase
+    from canary.status import CanaryStatus, Event, EventKind, Phase
+    from workflows import search_attributes
 
 RETRY_IO = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -34,6 +36,7 @@ RETRY_IO = RetryPolicy(
     maximum_attempts=5,
 )
 KUBE_TIMEOUT = timedelta(seconds=30)
+NOTIFY_TIMEOUT = timedelta(seconds=30)
 READY_POLL_MAX = timedelta(seconds=10)
 
 
@@ -50,6 +53,8 @@ class CanaryWorkflow:
         self._abort_reason: str | None = None
         self._promote_requested = False
         self._primary_replicas = 1
+        self._unsent: list[Event] = []
+        self._published: dict[str, object] = {}
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
@@ -68,6 +73,7 @@ class CanaryWorkflow:
             await self._roll_back(str(rollback))
         except ActivityError as error:
             await self._roll_back(messages.rolling_back_error(self._canary.target, _cause(error)))
+        await self._publish()
         return self._status
 
     # -- control ---------------------------------------------------------------------------
@@ -140,15 +146,15 @@ class CanaryWorkflow:
         if state.created_primary:
             self._event(messages.initialization_done(target))
         if revision == state.primary_revision:
-            self._finish(Phase.SUCCEEDED, messages.nothing_to_roll_out(target))
+            self._set_phase(Phase.SUCCEEDED)
+            self._event(messages.nothing_to_roll_out(target))
             return False
         return True
 
     async def _scale_up(self) -> None:
         self._set_phase(Phase.PROGRESSING)
         self._event(messages.new_revision(self._canary.target))
-        request = contract.ScaleRequest(canary=self._canary, replicas=self._primary_replicas)
-        await self._activity(contract.SCALE_CANARY, request, type(None))
+        await self._scale_canary(self._primary_replicas)
         await self._wait_ready(primary=False)
 
     async def _pre_rollout(self) -> None:
@@ -183,6 +189,7 @@ class CanaryWorkflow:
                 ),
                 StepObservation,
                 timeout=self._observe_timeout(),
+                summary=f"analysis {step}/{steps}: webhooks and metrics",
             )
             decision = decide(self._canary, self._status, observation, workflow.now())
             await self._apply(decision)
@@ -201,17 +208,20 @@ class CanaryWorkflow:
         self._event(messages.routing_all_to_primary(target))
         await self._set_routes(ALL_TO_PRIMARY)
         self._set_phase(Phase.FINALISING)
-        await self._scale_down()
+        await self._scale_canary(0)
         await self._webhooks([WebhookType.POST_ROLLOUT], report_failures=True)
-        self._finish(Phase.SUCCEEDED, messages.promotion_completed(target))
+        self._set_phase(Phase.SUCCEEDED)
+        self._event(messages.promotion_completed(target), kind=EventKind.PROMOTED)
 
     async def _roll_back(self, reason: str) -> None:
         """Route everything to the primary and scale the canary down; never raises."""
         target = self._canary.target
+        if not any(event.message == reason for event in self._status.events):
+            self._event(reason, warning=True, kind=EventKind.ROLLED_BACK)
         self._status = self._status.model_copy(update={"reason": reason})
         try:
             await self._set_routes(ALL_TO_PRIMARY)
-            await self._scale_down()
+            await self._scale_canary(0)
         except ActivityError as error:
             self._event(f"Rollback of {target} incomplete: {_cause(error)}", warning=True)
         self._event(messages.canary_failed(target), warning=True)
@@ -243,7 +253,7 @@ class CanaryWorkflow:
                     if kind == WebhookType.CONFIRM_PROMOTION
                     else messages.waiting_for_approval
                 )
-                self._event(waiting(self._canary.target, refused.name))
+                self._event(waiting(self._canary.target, refused.name), kind=EventKind.WAITING)
                 announced = True
             await self._wait_interval(f"waiting for {kind}")
 
@@ -254,7 +264,9 @@ class CanaryWorkflow:
         which = "primary" if primary else "canary"
         request = contract.ReadinessRequest(canary=self._canary, primary=primary)
         while True:
-            readiness = await self._activity(contract.READINESS, request, contract.Readiness)
+            readiness = await self._activity(
+                contract.READINESS, request, contract.Readiness, summary=f"is the {which} ready"
+            )
             if readiness.ready:
                 return
             if workflow.now() >= deadline:
@@ -262,6 +274,7 @@ class CanaryWorkflow:
                     messages.rolling_back_deadline(self._canary.target, readiness.message)
                 )
             self._raise_if_aborted()
+            await self._publish()
             await workflow.sleep(poll, summary=f"waiting for the {which} to be ready")
 
     async def _wait_interval(self, summary: str) -> None:
@@ -269,6 +282,7 @@ class CanaryWorkflow:
         interval = timedelta(seconds=self._canary.spec.analysis.interval)
         while True:
             self._raise_if_aborted()
+            await self._publish()
             try:
                 await workflow.wait_condition(
                     lambda: self._interrupted or self._status.paused,
@@ -281,6 +295,7 @@ class CanaryWorkflow:
             self._raise_if_aborted()
             if self._promote_requested:
                 return
+            await self._publish()
             await workflow.wait_condition(lambda: self._interrupted or not self._status.paused)
 
     @property
@@ -291,9 +306,11 @@ class CanaryWorkflow:
         if self._abort_reason is not None:
             raise RollBack(messages.rolling_back_abort(self._canary.target, self._abort_reason))
 
-    async def _scale_down(self) -> None:
-        request = contract.ScaleRequest(canary=self._canary, replicas=0)
-        await self._activity(contract.SCALE_CANARY, request, type(None))
+    async def _scale_canary(self, replicas: int) -> None:
+        request = contract.ScaleRequest(canary=self._canary, replicas=replicas)
+        await self._activity(
+            contract.SCALE_CANARY, request, type(None), summary=f"scale canary to {replicas}"
+        )
 
     async def _set_routes(self, routes: Routes, force: bool = False) -> None:
         unchanged = (
@@ -306,7 +323,11 @@ class CanaryWorkflow:
         request = contract.RoutesRequest(canary=self._canary, routes=routes)
         try:
             await self._local_activity(
-                contract.SET_ROUTES, request, type(None), timeout=KUBE_TIMEOUT
+                contract.SET_ROUTES,
+                request,
+                type(None),
+                timeout=KUBE_TIMEOUT,
+                summary=f"set weight {routes.canary_weight}",
             )
         except ActivityError as error:
             raise RollBack(
@@ -334,7 +355,11 @@ class CanaryWorkflow:
         )
         timeout = timedelta(seconds=sum(hook.timeout for hook in hooks) + 30)
         result = await self._activity(
-            contract.CALL_WEBHOOKS, request, contract.WebhooksResult, timeout=timeout
+            contract.CALL_WEBHOOKS,
+            request,
+            contract.WebhooksResult,
+            timeout=timeout,
+            summary=f"{', '.join(kinds)} webhooks",
         )
         if report_failures:
             for hook in result.webhooks:
@@ -357,7 +382,7 @@ class CanaryWorkflow:
             }
         )
         for event in new_events:
-            _log(event)
+            self._record(event)
         if decision.action == Action.ROLLBACK:
             raise RollBack(decision.status.reason or "rollback")
         if decision.routes is not None:
@@ -376,17 +401,66 @@ class CanaryWorkflow:
     def _set_phase(self, phase: Phase) -> None:
         self._status = self._status.model_copy(update={"phase": phase})
 
-    def _finish(self, phase: Phase, message: str) -> None:
-        self._set_phase(phase)
-        self._event(message)
-
-    def _event(self, message: str, warning: bool = False) -> None:
-        event = Event(time=workflow.now(), message=message, warning=warning)
+    def _event(self, message: str, warning: bool = False, kind: EventKind | None = None) -> None:
+        event = Event(time=workflow.now(), message=message, warning=warning, kind=kind)
         self._status = self._status.with_events(event)
+        self._record(event)
+
+    def _record(self, event: Event) -> None:
+        """Log an event that is already in the status; queue it for alerts if it has a kind."""
         _log(event)
+        if event.kind is not None:
+            self._unsent.append(event)
+
+    async def _publish(self) -> None:
+        """Before each wait: show the status in the Web UI and send what happened since."""
+        workflow.set_current_details(status_markdown(self._canary, self._status))
+        self._upsert_search_attributes()
+        if not self._unsent:
+            return
+        unsent, self._unsent = self._unsent, []
+        spec = self._canary.spec
+        if not spec.analysis.alerts and spec.target_ref.kind != "Deployment":
+            return
+        notifications = [
+            contract.Notification(
+                kind=event.kind,
+                severity=event.kind.severity,
+                message=event.message,
+                time=event.time,
+            )
+            for event in unsent
+            if event.kind is not None
+        ]
+        request = contract.NotifyRequest(canary=self._canary, notifications=notifications)
+        try:
+            await self._local_activity(
+                contract.NOTIFY, request, type(None), timeout=NOTIFY_TIMEOUT, summary="notify"
+            )
+        except ActivityError as error:
+            workflow.logger.warning("notifications not sent: %s", _cause(error))
+
+    def _upsert_search_attributes(self) -> None:
+        """Keep the rollout's search attributes current, if it was started with them."""
+        if workflow.info().typed_search_attributes.get(search_attributes.TARGET) is None:
+            return
+        wanted: list[SearchAttributeUpdate[Any]] = [
+            search_attributes.PHASE.value_set(self._status.phase.value),
+            search_attributes.WEIGHT.value_set(self._status.canary_weight),
+            search_attributes.FAILED_CHECKS.value_set(self._status.failed_checks),
+        ]
+        changed = [item for item in wanted if self._published.get(item.key.name) != item.value]
+        if changed:
+            workflow.upsert_search_attributes(changed)
+            self._published.update({item.key.name: item.value for item in changed})
 
     async def _activity(
-        self, name: str, arg: Any, result_type: type, timeout: timedelta = KUBE_TIMEOUT
+        self,
+        name: str,
+        arg: Any,
+        result_type: type,
+        timeout: timedelta = KUBE_TIMEOUT,
+        summary: str | None = None,
     ) -> Any:
         return await workflow.execute_activity(
             name,
@@ -394,11 +468,11 @@ class CanaryWorkflow:
             result_type=result_type,
             start_to_close_timeout=timeout,
             retry_policy=RETRY_IO,
-            summary=name.replace("_", " "),
+            summary=summary or name.replace("_", " "),
         )
 
     async def _local_activity(
-        self, name: str, arg: Any, result_type: type, timeout: timedelta
+        self, name: str, arg: Any, result_type: type, timeout: timedelta, summary: str
     ) -> Any:
         return await workflow.execute_local_activity(
             name,
@@ -406,7 +480,7 @@ class CanaryWorkflow:
             result_type=result_type,
             start_to_close_timeout=timeout,
             retry_policy=RETRY_IO,
-            summary=name.replace("_", " "),
+            summary=summary,
         )
 
 

@@ -7,9 +7,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import kubernetes
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.alerts import AlertProviders
+from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
 from canary import contract
 from canary.spec import Canary
@@ -94,8 +97,10 @@ def canary(namespace: str, hook_url: str, metrics_server: str) -> Canary:
 
 
 async def roll_out(env: WorkflowEnvironment, kube: ServedEmulator, spec: Canary) -> CanaryStatus:
-    activities = RolloutActivities(lambda: kube.api, "http://127.0.0.1:1")
+    rollout = RolloutActivities(lambda: kube.api, "http://127.0.0.1:1")
+    notify = NotifyActivities(AlertProviders.from_environment({}), lambda: kube.api)
     queue = f"rollout-{uuid.uuid4()}"
+    activities = [*rollout.all(), *notify.all()]
     with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with build_worker(env.client, activities, executor, task_queue=queue):
             return await env.client.execute_workflow(
@@ -140,6 +145,15 @@ async def test_healthy_rollout_promotes_the_new_image_to_the_primary(
     assert advances == [f"Advance podinfo.healthy canary weight {w}" for w in (10, 20, 30)]
     assert len(receiver.bodies) == 3
     assert {body["name"] for body in receiver.bodies} == {"podinfo"}
+    recorded = kubernetes.client.CoreV1Api(kube.api).list_namespaced_event("healthy").items
+    assert [(e.reason, e.type, e.involved_object.name) for e in recorded][-1] == (
+        "Synced",
+        "Normal",
+        "podinfo",
+    )
+    started = "Starting canary analysis for podinfo.healthy"
+    promoted = "Promotion completed! Scaling down podinfo.healthy"
+    assert sorted(e.message for e in recorded) == sorted([started, *advances, promoted])
     assert {body["phase"] for body in receiver.bodies} == {"Progressing"}
 
 

@@ -42,6 +42,7 @@ class FakePlatform:
     images: list[str] = field(default_factory=list)
     webhook_calls: list[str] = field(default_factory=list)
     observed_weights: list[int] = field(default_factory=list)
+    notifications: list[contract.Notification] = field(default_factory=list)
     promotions: int = 0
     task_queue: str = field(default_factory=lambda: f"test-{uuid.uuid4()}")
 
@@ -58,6 +59,7 @@ class FakePlatform:
             self.set_routes,
             self.observe,
             self.call_webhooks,
+            self.notify,
         ]
 
     @activity.defn(name=contract.INITIALIZE)
@@ -105,6 +107,10 @@ class FakePlatform:
     async def call_webhooks(self, request: contract.WebhooksRequest) -> contract.WebhooksResult:
         hooks = [h for h in request.canary.spec.analysis.webhooks if h.type in request.kinds]
         return contract.WebhooksResult(webhooks=[self._hook(hook.name) for hook in hooks])
+
+    @activity.defn(name=contract.NOTIFY)
+    async def notify(self, request: contract.NotifyRequest) -> None:
+        self.notifications.extend(request.notifications)
 
     def _metrics(self) -> Metrics:
         if self.images and self.images[-1] == self.failing_image:

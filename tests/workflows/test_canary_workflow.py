@@ -88,6 +88,8 @@ async def test_healthy_rollout_advances_every_step_then_promotes(
     advances = [m for m in text if m.startswith("Advance")]
     assert advances == [f"Advance podinfo.test canary weight {w}" for w in (10, 20, 30, 40, 50)]
     assert text[-1] == "Promotion completed! Scaling down podinfo.test"
+    kinds = [(n.kind.value, n.severity.value) for n in platform.notifications]
+    assert kinds == [("started", "info")] + [("advanced", "info")] * 5 + [("promoted", "info")]
 
 
 async def test_failing_canary_rolls_back_after_exactly_threshold_failed_checks(
@@ -107,6 +109,10 @@ async def test_failing_canary_rolls_back_after_exactly_threshold_failed_checks(
     halts = [m for m in messages(result) if m.startswith("Halt")]
     assert halts == ["Halt podinfo.test advancement success rate 61.50% < 99%"] * 3
     assert messages(result)[-1] == "Canary failed! Scaling down podinfo.test"
+    kinds = [n.kind.value for n in platform.notifications]
+    assert kinds == ["started", "advanced", "halted", "halted", "halted", "rolled-back"]
+    assert platform.notifications[-1].severity == "error"
+    assert platform.notifications[-1].message == result.reason
 
 
 async def test_pause_holds_over_several_intervals_and_resume_continues(
@@ -157,6 +163,7 @@ async def test_abort_rolls_back_now_with_the_reason(time_skipping_env: WorkflowE
         result = await handle.result()
     assert result.phase == Phase.FAILED
     assert result.reason == "Rolling back podinfo.test manual abort: bad release notes"
+    assert platform.notifications[-1].message == result.reason
     assert weights(platform.routes) == [(100, 0), (90, 10), (80, 20), (100, 0)]
     assert platform.scales == [2, 0]
 
