@@ -6,11 +6,14 @@ request, 3 Temporal unreachable.
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -18,7 +21,12 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -28,6 +36,7 @@ from canary.spec import Canary, workflow_id
 from canary.status import CanaryStatus, Event, Phase
 from starter import render
 from worker.connection import ConnectionFailed, connect
+from workflows import search_attributes
 from workflows.canary_workflow import CanaryWorkflow
 
 EXIT_OK = 0
@@ -74,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--wait", action="store_true", help="print events until the verdict; exit 0/1"
     )
+
+    listing = commands.add_parser("list", help="list rollouts (from Temporal's visibility)")
+    listing.add_argument("--phase", help="only rollouts in this phase, e.g. Failed")
+    listing.add_argument("-n", "--namespace", help="only Canaries of this namespace")
+    listing.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     status = commands.add_parser("status", help="show a rollout's status")
     _target_arguments(status)
@@ -150,6 +164,10 @@ async def _run_remote(args: argparse.Namespace) -> int:
         client = await connect()
         return await _start(client, canary, args.image, args.wait)
     client = await connect()
+    if args.command == "list":
+        rows = await list_rollouts(client, args.phase, args.namespace)
+        print(json.dumps(rows, indent=2) if args.json else render.rollout_table(rows))
+        return EXIT_OK
     handle = client.get_workflow_handle_for(
         CanaryWorkflow.run, workflow_id(args.namespace, args.name)
     )
@@ -182,12 +200,60 @@ async def _run_remote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def list_rollouts(
+    client: Client, phase: str | None, namespace: str | None
+) -> list[dict[str, Any]]:
+    """Rollouts as Temporal's visibility knows them, newest first."""
+    query = f'WorkflowType = "{CanaryWorkflow.__name__}"'
+    if phase:
+        query += f' AND {search_attributes.PHASE.name} = "{_quoted(phase)}"'
+    if namespace:
+        query += f' AND {search_attributes.TARGET.name} STARTS_WITH "{_quoted(namespace)}/"'
+    rows = []
+    try:
+        async for execution in client.list_workflows(query):
+            found = execution.typed_search_attributes
+            end = execution.close_time or datetime.now(UTC)
+            rows.append(
+                {
+                    "target": found.get(search_attributes.TARGET) or execution.id,
+                    "phase": found.get(search_attributes.PHASE)
+                    or (execution.status.name if execution.status else "unknown"),
+                    "weight": found.get(search_attributes.WEIGHT),
+                    "failed_checks": found.get(search_attributes.FAILED_CHECKS),
+                    "image": found.get(search_attributes.IMAGE),
+                    "started": execution.start_time.isoformat(timespec="seconds"),
+                    "duration_seconds": round((end - execution.start_time).total_seconds()),
+                    "workflow_id": execution.id,
+                }
+            )
+    except RPCError as error:
+        raise Refused(f"cannot list rollouts: {error}") from None
+    return rows
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 async def start_rollout(
     client: Client, canary: Canary, image: str | None
 ) -> WorkflowHandle[CanaryWorkflow, CanaryStatus]:
     """Start the rollout of `canary`; Refused when one is already running for it."""
     strategy = canary.spec.analysis.strategy
-    try:
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(
+                search_attributes.TARGET, f"{canary.metadata.namespace}/{canary.metadata.name}"
+            ),
+            SearchAttributePair(search_attributes.PHASE, Phase.INITIALIZING.value),
+            SearchAttributePair(search_attributes.WEIGHT, 0),
+            SearchAttributePair(search_attributes.FAILED_CHECKS, 0),
+            SearchAttributePair(search_attributes.IMAGE, image or ""),
+        ]
+    )
+
+    async def start(attributes: TypedSearchAttributes) -> WorkflowHandle[Any, Any]:
         return await client.start_workflow(
             CanaryWorkflow.run,
             contract.RolloutRequest(canary=canary, image=image),
@@ -195,9 +261,23 @@ async def start_rollout(
             task_queue=contract.TASK_QUEUE,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=attributes,
             static_summary=f"{canary.target} {image or '(current image)'} {strategy}",
             static_details=render.spec_markdown(canary),
         )
+
+    try:
+        try:
+            return await start(attributes)
+        except RPCError as error:
+            if "search attribute" not in str(error).lower():
+                raise
+            print(
+                "warning: this Temporal namespace does not know coalmine's search attributes "
+                "(see deploy/README.md); starting without them",
+                file=sys.stderr,
+            )
+            return await start(TypedSearchAttributes.empty)
     except WorkflowAlreadyStartedError:
         raise Refused(
             f"a rollout of {canary.target} is already running "

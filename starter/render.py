@@ -1,5 +1,7 @@
 """Text for people: spec summaries, status views and event lines."""
 
+from typing import Any
+
 from canary.details import bounds_text
 from canary.durations import format_duration
 from canary.spec import Canary, Strategy, ThresholdRange
@@ -86,3 +88,25 @@ def spec_markdown(canary: Canary) -> str:
     """The spec as Markdown, for the Web UI's static details."""
     body = canary.model_dump_json(by_alias=True, indent=2, exclude_defaults=True)
     return f"**{canary.target}** ({_strategy(canary)})\n\n```json\n{body}\n```"
+
+
+def rollout_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no rollouts found"
+    header = ("TARGET", "PHASE", "WEIGHT", "FAILED", "STARTED", "DURATION")
+    lines = [
+        (
+            str(row["target"]),
+            str(row["phase"]),
+            "-" if row["weight"] is None else f"{row['weight']}%",
+            "-" if row["failed_checks"] is None else str(row["failed_checks"]),
+            str(row["started"]),
+            format_duration(row["duration_seconds"]) or "0s",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *lines]
+    )

@@ -5,6 +5,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support.binaries import find_binary
+from workflows import search_attributes
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,7 @@ async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=server,
         data_converter=pydantic_data_converter,
         ip="127.0.0.1",
+        search_attributes=[key for key, _ in search_attributes.REGISTRATION],
         dev_server_extra_args=["--log-level", "error"],
     )
     try:

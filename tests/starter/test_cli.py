@@ -219,3 +219,42 @@ async def test_validate_of_a_missing_file_names_it(tmp_path: Path) -> None:
     run = await coalmine("validate", "-f", str(path), address="unused:1")
     assert run.code == 2
     assert run.err.strip() == f"error: {path}: cannot read: No such file or directory"
+
+
+async def test_list_filters_rollouts_by_phase_and_namespace(
+    platform: FakePlatform, address: str, tmp_path: Path
+) -> None:
+    good = spec_file(tmp_path, "listed-good")
+    bad = spec_file(tmp_path, "listed-bad")
+    assert (
+        await coalmine("start", "-f", str(good), "--image", "v2", "--wait", address=address)
+    ).code == 0
+    assert (
+        await coalmine("start", "-f", str(bad), "--image", "bad", "--wait", address=address)
+    ).code == 1
+    for _ in range(50):
+        failed = await coalmine(
+            "list", "--phase", "Failed", "-n", "test", "--json", address=address
+        )
+        rows = {row["target"]: row for row in json.loads(failed.out)}
+        if "test/listed-bad" in rows:
+            break
+        await asyncio.sleep(0.2)
+    assert "test/listed-bad" in rows
+    assert "test/listed-good" not in rows
+    assert rows["test/listed-bad"]["failed_checks"] == 2
+    assert rows["test/listed-bad"]["image"] == "bad"
+    table = await coalmine("list", "-n", "test", address=address)
+    assert table.code == 0
+    assert table.out.splitlines()[0].split() == [
+        "TARGET",
+        "PHASE",
+        "WEIGHT",
+        "FAILED",
+        "STARTED",
+        "DURATION",
+    ]
+    succeeded = [line for line in table.out.splitlines() if line.startswith("test/listed-good ")]
+    assert succeeded and succeeded[0].split()[1:3] == ["Succeeded", "0%"]
+    other = await coalmine("list", "-n", "elsewhere", address=address)
+    assert other.out.strip() == "no rollouts found"
