@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from canary.spec import WebhookType
     from canary.status import CanaryStatus, Event, EventKind, Phase
     from workflows import search_attributes
+    from workflows.rollout_metrics import RolloutMetrics
 
 RETRY_IO = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -55,11 +56,13 @@ class CanaryWorkflow:
         self._primary_replicas = 1
         self._unsent: list[Event] = []
         self._published: dict[str, object] = {}
+        self._metrics = RolloutMetrics(request.canary)
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
         try:
             if not await self._initialize(request.image):
+                self._metrics.finish(self._status)
                 return self._status
             await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
             await self._scale_up()
@@ -72,8 +75,10 @@ class CanaryWorkflow:
         except RollBack as rollback:
             await self._roll_back(str(rollback))
         except ActivityError as error:
-            await self._roll_back(messages.rolling_back_error(self._canary.target, _cause(error)))
+            failure = f"{error.activity_type} failed: {_cause(error)}"
+            await self._roll_back(messages.rolling_back_error(self._canary.target, failure))
         await self._publish()
+        self._metrics.finish(self._status)
         return self._status
 
     # -- control ---------------------------------------------------------------------------
@@ -221,9 +226,16 @@ class CanaryWorkflow:
         self._status = self._status.model_copy(update={"reason": reason})
         try:
             await self._set_routes(ALL_TO_PRIMARY)
-            await self._scale_canary(0)
         except ActivityError as error:
-            self._event(f"Rollback of {target} incomplete: {_cause(error)}", warning=True)
+            # The canary keeps its share of traffic, so it keeps running too.
+            message = f"Rollback of {target} incomplete: cannot route to the primary: "
+            self._event(message + _cause(error), warning=True)
+        else:
+            try:
+                await self._scale_canary(0)
+            except ActivityError as error:
+                message = f"Rollback of {target} incomplete: cannot scale the canary down: "
+                self._event(message + _cause(error), warning=True)
         self._event(messages.canary_failed(target), warning=True)
         kinds = [WebhookType.ROLLBACK, WebhookType.POST_ROLLOUT]
         try:
@@ -321,20 +333,13 @@ class CanaryWorkflow:
         if unchanged and not force:
             return
         request = contract.RoutesRequest(canary=self._canary, routes=routes)
-        try:
-            await self._local_activity(
-                contract.SET_ROUTES,
-                request,
-                type(None),
-                timeout=KUBE_TIMEOUT,
-                summary=f"set weight {routes.canary_weight}",
-            )
-        except ActivityError as error:
-            raise RollBack(
-                messages.rolling_back_error(
-                    self._canary.target, f"setting weights failed: {_cause(error)}"
-                )
-            ) from None
+        await self._local_activity(
+            contract.SET_ROUTES,
+            request,
+            type(None),
+            timeout=KUBE_TIMEOUT,
+            summary=f"set weight {routes.canary_weight}",
+        )
         self._status = self._status.model_copy(
             update={
                 "primary_weight": routes.primary_weight,
@@ -416,6 +421,7 @@ class CanaryWorkflow:
         """Before each wait: show the status in the Web UI and send what happened since."""
         workflow.set_current_details(status_markdown(self._canary, self._status))
         self._upsert_search_attributes()
+        self._metrics.publish(self._status)
         if not self._unsent:
             return
         unsent, self._unsent = self._unsent, []

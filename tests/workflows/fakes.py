@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from canary import contract
 from canary.decision import Routes, StepObservation
@@ -32,6 +33,8 @@ def failing(weight: int) -> list[MetricObservation]:
 @dataclass
 class FakePlatform:
     metrics: Metrics = healthy
+    routes_fail_at: int | None = None
+    """A canary weight that set_routes refuses, as an unwritable router config would."""
     failing_image: str | None = None
     """A canary image whose metrics fail whatever `metrics` says."""
     canary_ready: bool = True
@@ -91,6 +94,8 @@ class FakePlatform:
 
     @activity.defn(name=contract.SET_ROUTES)
     async def set_routes(self, request: contract.RoutesRequest) -> None:
+        if request.routes.canary_weight == self.routes_fail_at:
+            raise ApplicationError("router config is not writable", non_retryable=True)
         self.routes.append(request.routes)
 
     @activity.defn(name=contract.OBSERVE)

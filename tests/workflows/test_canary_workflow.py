@@ -224,3 +224,18 @@ async def test_a_new_worker_continues_from_the_same_weight(
     assert weights(platform.routes) == HEALTHY_ROUTES
     assert platform.observed_weights == [10, 20, 30, 40, 50]
     assert platform.images == ["v2"]
+
+
+async def test_a_weight_that_cannot_be_set_rolls_back(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    platform = FakePlatform(routes_fail_at=30)
+    async with running_worker(time_skipping_env, platform):
+        handle = await start(time_skipping_env, platform, canary_spec())
+        result = await handle.result()
+    assert result.phase == Phase.FAILED
+    assert result.reason == (
+        "Rolling back podinfo.test set_routes failed: router config is not writable"
+    )
+    assert weights(platform.routes) == [(100, 0), (90, 10), (80, 20), (100, 0)]
+    assert platform.scales == [2, 0]
