@@ -41,6 +41,14 @@ NOTIFY_TIMEOUT = timedelta(seconds=30)
 READY_POLL_MAX = timedelta(seconds=10)
 
 
+class StepFailed(Exception):
+    """An activity failed for good (its retries are spent)."""
+
+    def __init__(self, activity: str, reason: str) -> None:
+        super().__init__(f"{activity} failed: {reason}")
+        self.reason = reason
+
+
 class RollBack(Exception):
     """Leaves whatever stage the rollout is in; carries the reason into the rollback."""
 
@@ -74,9 +82,8 @@ class CanaryWorkflow:
             await self._promote()
         except RollBack as rollback:
             await self._roll_back(str(rollback))
-        except ActivityError as error:
-            failure = f"{error.activity_type} failed: {_cause(error)}"
-            await self._roll_back(messages.rolling_back_error(self._canary.target, failure))
+        except StepFailed as failure:
+            await self._roll_back(messages.rolling_back_error(self._canary.target, str(failure)))
         await self._publish()
         self._metrics.finish(self._status)
         return self._status
@@ -226,22 +233,22 @@ class CanaryWorkflow:
         self._status = self._status.model_copy(update={"reason": reason})
         try:
             await self._set_routes(ALL_TO_PRIMARY)
-        except ActivityError as error:
+        except StepFailed as failure:
             # The canary keeps its share of traffic, so it keeps running too.
             message = f"Rollback of {target} incomplete: cannot route to the primary: "
-            self._event(message + _cause(error), warning=True)
+            self._event(message + failure.reason, warning=True)
         else:
             try:
                 await self._scale_canary(0)
-            except ActivityError as error:
+            except StepFailed as failure:
                 message = f"Rollback of {target} incomplete: cannot scale the canary down: "
-                self._event(message + _cause(error), warning=True)
+                self._event(message + failure.reason, warning=True)
         self._event(messages.canary_failed(target), warning=True)
         kinds = [WebhookType.ROLLBACK, WebhookType.POST_ROLLOUT]
         try:
             await self._webhooks(kinds, report_failures=True)
-        except ActivityError as error:
-            self._event(f"Rollback hooks of {target} failed: {_cause(error)}", warning=True)
+        except StepFailed as failure:
+            self._event(f"Rollback hooks of {target} failed: {failure.reason}", warning=True)
         self._status = self._status.model_copy(update={"phase": Phase.FAILED})
 
     # -- pieces ----------------------------------------------------------------------------
@@ -443,8 +450,8 @@ class CanaryWorkflow:
             await self._local_activity(
                 contract.NOTIFY, request, type(None), timeout=NOTIFY_TIMEOUT, summary="notify"
             )
-        except ActivityError as error:
-            workflow.logger.warning("notifications not sent: %s", _cause(error))
+        except StepFailed as failure:
+            workflow.logger.warning("notifications not sent: %s", failure)
 
     def _upsert_search_attributes(self) -> None:
         """Keep the rollout's search attributes current, if it was started with them."""
@@ -468,26 +475,35 @@ class CanaryWorkflow:
         timeout: timedelta = KUBE_TIMEOUT,
         summary: str | None = None,
     ) -> Any:
-        return await workflow.execute_activity(
-            name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timeout,
-            retry_policy=RETRY_IO,
-            summary=summary or name.replace("_", " "),
-        )
+        try:
+            return await workflow.execute_activity(
+                name,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=timeout,
+                retry_policy=RETRY_IO,
+                summary=summary or name.replace("_", " "),
+            )
+        except ActivityError as error:
+            raise StepFailed(name, _cause(error)) from None
 
     async def _local_activity(
         self, name: str, arg: Any, result_type: type, timeout: timedelta, summary: str
     ) -> Any:
-        return await workflow.execute_local_activity(
-            name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timeout,
-            retry_policy=RETRY_IO,
-            summary=summary,
-        )
+        try:
+            return await workflow.execute_local_activity(
+                name,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=timeout,
+                retry_policy=RETRY_IO,
+                summary=summary,
+            )
+        except ActivityError as error:
+            raise StepFailed(name, _cause(error)) from None
+        except ApplicationError as error:
+            # A local activity's final failure arrives as the activity's own error.
+            raise StepFailed(name, error.message) from None
 
 
 def _with_reason(message: str, reason: str) -> str:
