@@ -20,7 +20,12 @@ lint: $(VENV)/.installed
 
 test: $(VENV)/.installed lint
 	./scripts/ensure-prometheus.sh
+	./scripts/ensure-chromium.sh
 	$(BIN)/pytest
+
+demo: $(VENV)/.installed
+	./scripts/ensure-prometheus.sh
+	$(BIN)/python -m demo
 
 clean:
 	rm -rf $(VENV) .coalmine .pytest_cache .mypy_cache .ruff_cache *.egg-info

