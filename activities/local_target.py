@@ -90,7 +90,10 @@ def revision(command: str, image: str, env: Mapping[str, str]) -> str:
 
 
 def render_command(command: str, image: str, port: int) -> list[str]:
-    """Fill `{{ image }}` and `{{ port }}` (shell-quoted), then split like a shell line."""
+    """Fill `{{ image }}` and `{{ port }}`, then split like a shell line (no shell runs).
+
+    The image is split with the line, so a version can carry its own arguments, e.g.
+    `v3 --error-rate 0.3`."""
     values = {"image": image, "port": str(port)}
 
     def substitute(match: re.Match[str]) -> str:
@@ -100,7 +103,7 @@ def render_command(command: str, image: str, port: int) -> list[str]:
             raise errors.PermanentError(
                 f"spec.local.command: unknown placeholder {match.group(0)!r} (known: {known})"
             )
-        return shlex.quote(values[name])
+        return values[name]
 
     try:
         argv = shlex.split(_PLACEHOLDER.sub(substitute, command))

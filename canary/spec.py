@@ -192,8 +192,9 @@ class Service(SpecModel):
 class LocalProcess(SpecModel):
     """coalmine extension: a target made of processes on this machine (kind LocalProcess).
 
-    `command` is split like a shell line after `{{ image }}` and `{{ port }}` are filled in;
-    the image is the version to run (`image` here for the first primary, then `--image`).
+    `command` is split like a shell line (no shell runs) after `{{ image }}` and `{{ port }}`
+    are filled in; the image is the version to run (`image` here for the first primary, then
+    `--image`) and may carry arguments of its own, e.g. `v3 --error-rate 0.3`.
     """
 
     command: str = Field(min_length=1)

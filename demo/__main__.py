@@ -114,6 +114,7 @@ def main() -> int:
         canary = demo_canary(platform, state_dir)
         target = LocalTarget.for_canary(canary)
         with BackgroundLoad(platform.web_url + "/", rate=LOAD_RATE, duration=LOAD_SECONDS):
+            platform.wait_for_metric("sum(rate(traefik_service_requests_total[10s])) > 0")
             ok = asyncio.run(run_rollouts(platform, canary))
         print("\ndemo " + ("passed: v2 promoted, v3 rolled back" if ok else "FAILED"))
         return 0 if ok else 1

@@ -4,6 +4,7 @@ local process under one state folder, each stopped by its own pid.
 `make demo` and the end-to-end tests both stand on it.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +295,23 @@ class Platform:
                     f"the worker did not start; its log ({worker.log_path}):\n{worker.log_tail()}"
                 )
             time.sleep(0.1)
+
+    def wait_for_metric(self, promql: str, timeout_seconds: float = 30) -> None:
+        """Wait until Prometheus answers `promql` with a value (e.g. traffic is scraped)."""
+        url = f"{self.prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if json.load(response)["data"]["result"]:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"Prometheus has no value for {promql} after {timeout_seconds}s"
+                )
+            time.sleep(0.5)
 
     def restart(self, name: str) -> None:
         """Start a stopped or killed piece again, as it was."""

@@ -314,9 +314,11 @@ def test_the_revision_covers_command_image_and_env() -> None:
     assert base != local_target.revision("app {{ image }}", "v2", {"A": "1"})
     assert base != local_target.revision("app --x {{ image }}", "v1", {"A": "1"})
     assert base != local_target.revision("app {{ image }}", "v1", {"A": "2"})
-    assert local_target.render_command("app --v={{image}} -p {{ port }}", "a b", 80) == [
+    assert local_target.render_command("app --v={{image}} -p {{ port }}", "a -x 1", 80) == [
         "app",
-        "--v=a b",
+        "--v=a",
+        "-x",
+        "1",
         "-p",
         "80",
     ]
