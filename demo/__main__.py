@@ -20,7 +20,7 @@ from canary.loader import load_canary
 from canary.spec import Canary
 from canary.status import Phase
 from demo.load import BackgroundLoad, generate_load
-from demo.platform import Platform, PlatformError, Ports, free_port, port_is_free
+from demo.platform import SCRAPING, Platform, PlatformError, Ports, free_port, port_is_free
 from starter import render
 from starter.cli import follow, start_rollout
 from worker.connection import connect
@@ -32,7 +32,9 @@ HEALTHY = "v2"
 FAULTY = "v3 --error-rate 0.34"
 LOAD_RATE = 25.0
 LOAD_SECONDS = 170.0
-PREFERRED = Ports(temporal=7233, ui=8233, prometheus=19090, web=18080, traefik_admin=18090)
+PREFERRED = Ports(
+    temporal=7233, ui=8233, prometheus=19090, web=18080, traefik_admin=18090, worker_metrics=9464
+)
 
 
 def pick_ports() -> Ports:
@@ -114,7 +116,7 @@ def main() -> int:
         canary = demo_canary(platform, state_dir)
         target = LocalTarget.for_canary(canary)
         with BackgroundLoad(platform.web_url + "/", rate=LOAD_RATE, duration=LOAD_SECONDS):
-            platform.wait_for_metric("sum(rate(traefik_service_requests_total[10s])) > 0")
+            platform.wait_for_metric(SCRAPING)
             ok = asyncio.run(run_rollouts(platform, canary))
         print("\ndemo " + ("passed: v2 promoted, v3 rolled back" if ok else "FAILED"))
         return 0 if ok else 1

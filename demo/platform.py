@@ -31,6 +31,8 @@ SEARCH_ATTRIBUTES = (
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Seconds; Traefik's default buckets are too coarse for a p99 in milliseconds."""
 STOP_TIMEOUT_SECONDS = 15.0
+SCRAPING = 'count_over_time(up{job="traefik"}[10s]) >= 3'
+"""True once Prometheus has scraped Traefik a few times, so rates over 10s have samples."""
 
 
 class PlatformError(Exception):
@@ -70,10 +72,11 @@ class Ports:
     """Traefik's entry point for the app's traffic."""
     traefik_admin: int
     """Traefik's API, ping and Prometheus metrics."""
+    worker_metrics: int
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port(), free_port())
 
 
 @dataclass
@@ -237,7 +240,11 @@ class Platform:
                 {
                     "job_name": "traefik",
                     "static_configs": [{"targets": [f"127.0.0.1:{self.ports.traefik_admin}"]}],
-                }
+                },
+                {
+                    "job_name": "coalmine-worker",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.ports.worker_metrics}"]}],
+                },
             ],
         }
         (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -286,7 +293,9 @@ class Platform:
             "COALMINE_METRICS_SERVER": self.prometheus_url,
             "PYTHONUNBUFFERED": "1",
         }
-        self._spawn("worker", [sys.executable, "-m", "starter.cli", "worker"], env=env)
+        metrics = f"127.0.0.1:{self.ports.worker_metrics}"
+        argv = [sys.executable, "-m", "starter.cli", "worker", "--metrics-address", metrics]
+        self._spawn("worker", argv, env=env)
         deadline = time.monotonic() + 30
         worker = self.processes["worker"]
         while b"polling task queue" not in worker.log_path.read_bytes():
