@@ -19,12 +19,12 @@ lint: $(VENV)/.installed
 	$(BIN)/lint-imports
 
 test: $(VENV)/.installed lint
-	./scripts/ensure-prometheus.sh
-	./scripts/ensure-chromium.sh
+	./scripts/ensure-apt.sh prometheus prometheus
+	./scripts/ensure-apt.sh chromium chromium
 	$(BIN)/pytest
 
 demo: $(VENV)/.installed
-	./scripts/ensure-prometheus.sh
+	./scripts/ensure-apt.sh prometheus prometheus
 	$(BIN)/python -m demo
 
 clean:

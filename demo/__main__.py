@@ -67,7 +67,7 @@ async def roll_out(platform: Platform, canary: Canary, image: str) -> Phase:
     client = await connect()
     handle = await start_rollout(client, canary, image)
     print(f"\n== rollout of {canary.target} to {image!r}")
-    print(f"   Web UI: {platform.workflow_url(handle.id)}")
+    print(f"   Web UI: {platform.workflow_url(handle.id, handle.result_run_id)}")
     status = await follow(handle)
     print(f"== {render.verdict(canary.target, status)}")
     return status.phase

@@ -178,8 +178,9 @@ class Platform:
         """The folder Traefik's file provider watches."""
         return self.state_dir / "traefik" / "dynamic"
 
-    def workflow_url(self, workflow_id: str) -> str:
-        return f"{self.ui_url}/namespaces/default/workflows/{workflow_id}"
+    def workflow_url(self, workflow_id: str, run_id: str | None = None) -> str:
+        url = f"{self.ui_url}/namespaces/default/workflows/{workflow_id}"
+        return f"{url}/{run_id}/history" if run_id else url
 
     def __enter__(self) -> "Platform":
         return self

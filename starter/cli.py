@@ -1,23 +1,29 @@
 """The `coalmine` command.
 
 Exit codes: 0 success (or a Succeeded rollout), 1 a Failed rollout, 2 bad input or a refused
-request, 3 Temporal unreachable.
+request, 3 Temporal unreachable. Every command but `worker` takes `--json`; the CLI tells
+Temporal who it is (`--identity`, default `coalmine-cli@USER@HOST`), so the history shows
+who started, paused, resumed, promoted or aborted a rollout.
 """
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -33,8 +39,8 @@ from temporalio.service import RPCError
 from canary import contract
 from canary.loader import LoadedCanary, SpecError, load_canary
 from canary.spec import Canary, workflow_id
-from canary.status import CanaryStatus, Event, Phase
-from starter import render
+from canary.status import MAX_EVENTS, CanaryStatus, Phase
+from starter import history, render, watch
 from worker.connection import ConnectionFailed, connect
 from workflows import search_attributes
 from workflows.canary_workflow import CanaryWorkflow
@@ -43,7 +49,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
-WATCH_POLL_SECONDS = 1.0
+EXIT_INTERRUPTED = 130
+METRICS_ADDRESS_ENV = "COALMINE_WORKER_METRICS_ADDRESS"
+DEFAULT_METRICS_ADDRESS = "0.0.0.0:9464"
+"""Where `coalmine worker` serves /metrics unless told otherwise (as `worker.main`'s)."""
+IDENTITY_ENV = "COALMINE_IDENTITY"
+
+follow = watch.follow
+"""Print a rollout's events until it ends (kept here for callers of `starter.cli.follow`)."""
 
 
 class Refused(Exception):
@@ -51,10 +64,23 @@ class Refused(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code.
+
+    Run as the program (no `argv`), a command that used a Temporal client ends the process
+    itself once its output is flushed: the SDK's core threads can otherwise abort the
+    interpreter's teardown (temporalio/sdk-python#300) and turn the verdict into exit 134.
+    """
     args = _parser().parse_args(argv)
+    code = _main(args)
+    if argv is None and args.command not in ("validate", "worker"):
+        _exit_now(code)
+    return code
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.command == "validate":
-            return _validate(args.file)
+            return _validate(args.file, args.json)
         if args.command == "worker":
             return _worker(args)
         return asyncio.run(_run_remote(args))
@@ -65,34 +91,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`coalmine history ... | head`): nothing more to say
+        return EXIT_OK
+
+
+def _exit_now(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coalmine", description="Canary releases as durable Temporal workflows."
     )
+    identity_help = (
+        f"who you are in Temporal's history (env {IDENTITY_ENV}, default coalmine-cli@USER@HOST)"
+    )
+    parser.add_argument("--identity", help=identity_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check a Canary spec and summarize it")
     validate.add_argument("-f", "--file", required=True, help="Canary YAML file")
+    _json_argument(validate, "print the normalized spec as JSON")
 
     start = commands.add_parser("start", help="start a rollout")
     start.add_argument("-f", "--file", required=True, help="Canary YAML file")
     start.add_argument("--image", help="new image for the canary's (first) container")
     start.add_argument(
-        "--wait", action="store_true", help="print events until the verdict; exit 0/1"
+        "--wait", action="store_true", help="follow the rollout until the verdict; exit 0/1"
     )
+    _json_argument(start, "print the workflow and run ids (with --wait: then as `watch --json`)")
 
     listing = commands.add_parser("list", help="list rollouts (from Temporal's visibility)")
     listing.add_argument("--phase", help="only rollouts in this phase, e.g. Failed")
     listing.add_argument("-n", "--namespace", help="only Canaries of this namespace")
-    listing.add_argument("--json", action="store_true", help="print the rows as JSON")
+    _json_argument(listing, "print the rows as JSON")
 
     status = commands.add_parser("status", help="show a rollout's status")
     _target_arguments(status)
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    _json_argument(status, "print the status as JSON")
 
+    watching = commands.add_parser(
+        "watch", help="follow a rollout live until its verdict; exit 0 Succeeded, 1 Failed"
+    )
+    _target_arguments(watching)
+    _json_argument(watching, "one JSON object per line: each new event, then the final status")
+
+    story = commands.add_parser(
+        "history", help="the rollout's story: events, metrics of each step, who did what"
+    )
+    _target_arguments(story)
+    story.add_argument("--run-id", help="an earlier run of this rollout (default: the latest)")
+    _json_argument(story, "print the entries as a JSON list")
+
+    controls = []
     for name, text in (
         ("pause", "pause the analysis (no advance, no failed checks)"),
         ("resume", "resume a paused analysis"),
@@ -102,6 +158,11 @@ def _parser() -> argparse.ArgumentParser:
         control = commands.add_parser(name, help=text)
         _target_arguments(control)
         control.add_argument("--reason", default="", help="why (recorded in the events)")
+        _json_argument(control, 'print {"ok": true, "message": ...}')
+        controls.append(control)
+    for command in (validate, start, listing, status, watching, story, *controls):
+        # also accepted after the command: `coalmine pause NAME --identity alice`
+        command.add_argument("--identity", default=argparse.SUPPRESS, help=identity_help)
 
     worker = commands.add_parser("worker", help="run a worker (workflows and activities)")
     worker.add_argument(
@@ -110,12 +171,38 @@ def _parser() -> argparse.ArgumentParser:
         help="default Prometheus address (env COALMINE_METRICS_SERVER)",
     )
     worker.add_argument("--task-queue", default=contract.TASK_QUEUE)
+    worker.add_argument(
+        "--metrics-address",
+        default=os.environ.get(METRICS_ADDRESS_ENV),
+        metavar="IP:PORT",
+        help="serve the worker's Prometheus metrics on http://IP:PORT/metrics, or `off` "
+        f"(env {METRICS_ADDRESS_ENV}, default {DEFAULT_METRICS_ADDRESS}: when that is "
+        "busy, the worker runs without metrics)",
+    )
     return parser
 
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the Canary's metadata.name")
     parser.add_argument("-n", "--namespace", default="default", help="the Canary's namespace")
+
+
+def _json_argument(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--json", action="store_true", help=text)
+
+
+def identity(given: str | None) -> str:
+    """`--identity`, else $COALMINE_IDENTITY, else `coalmine-cli@USER@HOST`."""
+    chosen = given if given is not None else os.environ.get(IDENTITY_ENV)
+    if chosen is not None:
+        if not chosen.strip():
+            raise Refused("--identity must not be empty")
+        return chosen.strip()
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    return f"coalmine-cli@{user}@{socket.gethostname()}"
 
 
 def _load(path: str) -> LoadedCanary:
@@ -135,21 +222,43 @@ def _load(path: str) -> LoadedCanary:
     return loaded
 
 
-def _validate(path: str) -> int:
+def _validate(path: str, as_json: bool) -> int:
     canary = _load(path).canary
-    print(render.summary(canary))
+    print(canary.model_dump_json(by_alias=True, indent=2) if as_json else render.summary(canary))
     return EXIT_OK
 
 
 def _worker(args: argparse.Namespace) -> int:
     from activities.alerts import AlertError
-    from worker.main import run_worker
+    from worker.main import metrics_runtime, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configured: str | None = args.metrics_address or None
+    address = _metrics_address(configured or DEFAULT_METRICS_ADDRESS)
+    runtime = None
+    problem = None
+    if address is not None:
+        try:
+            runtime = metrics_runtime(address)
+        except ValueError as error:
+            if configured is not None:
+                raise Refused(f"--metrics-address {configured}: {error}") from None
+            # Only the default address: a second worker on one machine still starts.
+            problem = (
+                f"no metrics: the default address {address} is unusable ({error}); "
+                f"choose one with --metrics-address or {METRICS_ADDRESS_ENV}"
+            )
+            address = None
 
     async def run() -> None:
-        client = await connect()
-        await run_worker(client, args.metrics_server, args.task_queue)
+        client = await connect(runtime=runtime)
+        await run_worker(
+            client,
+            args.metrics_server,
+            args.task_queue,
+            metrics_address=address,
+            metrics_problem=problem,
+        )
 
     try:
         asyncio.run(run())
@@ -158,45 +267,95 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _metrics_address(value: str) -> str | None:
+    """`--metrics-address`: `ip:port`, or None for `off`."""
+    value = value.strip()
+    return None if value.lower() == "off" else value
+
+
 async def _run_remote(args: argparse.Namespace) -> int:
+    who = identity(args.identity)
     if args.command == "start":
         canary = _load(args.file).canary
-        client = await connect()
-        return await _start(client, canary, args.image, args.wait)
-    client = await connect()
+        client = await connect(identity=who)
+        return await _start(client, canary, args.image, args.wait, args.json)
+    client = await connect(identity=who)
     if args.command == "list":
         rows = await list_rollouts(client, args.phase, args.namespace)
         print(json.dumps(rows, indent=2) if args.json else render.rollout_table(rows))
         return EXIT_OK
+    run_id = getattr(args, "run_id", None)
     handle = client.get_workflow_handle_for(
-        CanaryWorkflow.run, workflow_id(args.namespace, args.name)
+        CanaryWorkflow.run, workflow_id(args.namespace, args.name), run_id=run_id
     )
     try:
         description = await handle.describe()
-        if args.command != "status" and description.status != WorkflowExecutionStatus.RUNNING:
-            final = await handle.query(CanaryWorkflow.status)
-            raise Refused(
-                f"the rollout of {args.name}.{args.namespace} has already ended ({final.phase})"
-            )
         if args.command == "status":
             status = await handle.query(CanaryWorkflow.status)
             print(status.model_dump_json(indent=2) if args.json else render.status(status))
             return EXIT_OK
-        request = contract.ControlRequest(reason=args.reason)
-        if args.command == "pause":
-            await handle.signal(CanaryWorkflow.pause, request)
-            print(f"pause requested for {args.name}.{args.namespace}")
-        elif args.command == "resume":
-            await handle.signal(CanaryWorkflow.resume, request)
-            print(f"resume requested for {args.name}.{args.namespace}")
-        elif args.command == "promote":
-            print(await handle.execute_update(CanaryWorkflow.promote, request))
-        else:
-            print(await handle.execute_update(CanaryWorkflow.abort, request))
+        if args.command == "watch":
+            request = await history.rollout_request(handle, client.data_converter)
+            return await _follow_to_verdict(handle, request.canary, args.json)
+        if args.command == "history":
+            run = client.get_workflow_handle_for(
+                CanaryWorkflow.run, handle.id, run_id=description.run_id
+            )
+            return await _history(client, run, description.run_id, args.json)
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            final = await handle.query(CanaryWorkflow.status)
+            raise Refused(
+                f"the rollout of {args.name}.{args.namespace} has already ended ({final.phase})"
+            )
+        message = await _control(handle, args)
     except WorkflowUpdateFailedError as error:
         raise Refused(_update_refusal(error)) from None
     except RPCError as error:
-        raise Refused(_rpc_refusal(error, args.name, args.namespace)) from None
+        raise Refused(_rpc_refusal(error, args.name, args.namespace, run_id)) from None
+    except history.NotARollout as error:
+        raise Refused(f"workflow {handle.id}: {error}") from None
+    print(json.dumps({"ok": True, "message": message}) if args.json else message)
+    return EXIT_OK
+
+
+async def _control(handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], args: Any) -> str:
+    """Send pause/resume (signals) or promote/abort (updates); what to tell the user."""
+    request = contract.ControlRequest(reason=args.reason)
+    target = f"{args.name}.{args.namespace}"
+    if args.command == "pause":
+        await handle.signal(CanaryWorkflow.pause, request)
+        return f"pause requested for {target}"
+    if args.command == "resume":
+        await handle.signal(CanaryWorkflow.resume, request)
+        return f"resume requested for {target}"
+    if args.command == "promote":
+        return await handle.execute_update(CanaryWorkflow.promote, request)
+    return await handle.execute_update(CanaryWorkflow.abort, request)
+
+
+async def _history(
+    client: Client, handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], run_id: str, as_json: bool
+) -> int:
+    story = await history.read_story(handle, client.data_converter, run_id)
+    if story.status_error is not None:
+        print(
+            f"warning: the status query was not answered ({story.status_error}); "
+            "the rollout's own events are missing",
+            file=sys.stderr,
+        )
+    elif story.status is not None and len(story.status.events) >= MAX_EVENTS:
+        print(
+            f"note: the status keeps the last {MAX_EVENTS} events; earlier ones are not shown",
+            file=sys.stderr,
+        )
+    if as_json:
+        print(json.dumps([entry.model_dump(mode="json") for entry in story.entries], indent=2))
+    else:
+        title = (
+            f"History of {story.canary.target} (workflow {story.workflow_id}, run {story.run_id}),"
+            " times in UTC"
+        )
+        print(render.history_table(title, story.entries))
     return EXIT_OK
 
 
@@ -286,33 +445,32 @@ async def start_rollout(
         ) from None
 
 
-async def _start(client: Client, canary: Canary, image: str | None, wait: bool) -> int:
+async def _start(
+    client: Client, canary: Canary, image: str | None, wait: bool, as_json: bool
+) -> int:
     handle = await start_rollout(client, canary, image)
-    print(f"started rollout {handle.id} of {canary.target}")
+    if as_json:
+        run_id = handle.first_execution_run_id or handle.result_run_id
+        print(json.dumps({"workflow_id": handle.id, "run_id": run_id}), flush=True)
+    else:
+        print(f"started rollout {handle.id} of {canary.target}", flush=True)
     if not wait:
         return EXIT_OK
-    status = await follow(handle)
-    print(render.verdict(canary.target, status))
-    return EXIT_OK if status.phase == Phase.SUCCEEDED else EXIT_FAILED
+    return await _follow_to_verdict(handle, canary, as_json)
 
 
-async def follow(handle: WorkflowHandle[CanaryWorkflow, CanaryStatus]) -> CanaryStatus:
-    """Print events as they happen until the rollout ends; return its final status."""
-    printed: list[Event] = []
-    result = asyncio.ensure_future(handle.result())
+async def _follow_to_verdict(
+    handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], canary: Canary, as_json: bool
+) -> int:
+    """`watch` and `start --wait`: follow the rollout, then exit 0 Succeeded, 1 otherwise."""
     try:
-        while True:
-            done = result.done()
-            status = result.result() if done else await handle.query(CanaryWorkflow.status)
-            for event in status.events:
-                if event not in printed:
-                    print(render.event(event), flush=True)
-                    printed.append(event)
-            if done:
-                return status
-            await asyncio.wait([result], timeout=WATCH_POLL_SECONDS)
-    finally:
-        result.cancel()
+        status = await watch.follow(handle, watch.choose_view(canary, as_json))
+    except WorkflowFailureError as error:
+        print(f"error: {canary.target} ended without a verdict: {error.cause}", file=sys.stderr)
+        return EXIT_FAILED
+    if not as_json:
+        print(render.verdict(canary.target, status), flush=True)
+    return EXIT_OK if status.phase == Phase.SUCCEEDED else EXIT_FAILED
 
 
 def _update_refusal(error: WorkflowUpdateFailedError) -> str:
@@ -320,8 +478,11 @@ def _update_refusal(error: WorkflowUpdateFailedError) -> str:
     return getattr(cause, "message", None) or str(cause or error)
 
 
-def _rpc_refusal(error: RPCError, name: str, namespace: str) -> str:
-    if "not found" in str(error).lower():
+def _rpc_refusal(error: RPCError, name: str, namespace: str, run_id: str | None = None) -> str:
+    text = str(error).lower()
+    if run_id and ("not found" in text or "runid" in text or "run id" in text):
+        return f"no run {run_id} of the rollout of {name}.{namespace}"
+    if "not found" in text:
         return f"no rollout of {name}.{namespace} (workflow {workflow_id(namespace, name)})"
     return f"request for {name}.{namespace} refused: {error}"
 

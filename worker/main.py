@@ -2,6 +2,10 @@
 
 SIGTERM and SIGINT stop polling and give in-flight activities time to finish; what does not
 finish in that time is retried on another worker.
+
+Metrics: the Temporal runtime of `metrics_runtime` serves Prometheus metrics on
+`http://<address>/metrics`: the SDK's own (`temporal_*`) and the rollouts' (`coalmine_*`, recorded
+by the workflow, see `workflows.rollout_metrics`).
 """
 
 import asyncio
@@ -12,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities import alerts
@@ -19,10 +24,35 @@ from activities.kube_client import api_client_from_environment
 from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
 from canary.contract import TASK_QUEUE
+from workflows import rollout_metrics
 from workflows.canary_workflow import CanaryWorkflow
 
 SHUTDOWN_GRACE = timedelta(seconds=30)
 ACTIVITY_THREADS = 16
+ROLLOUT_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+"""Seconds: a rollout takes at least `interval * maxWeight / stepWeight`, often minutes to hours."""
+
+
+def metrics_runtime(bind_address: str) -> Runtime:
+    """A Temporal runtime serving Prometheus metrics at `http://<bind_address>/metrics`.
+
+    Names follow Prometheus conventions: counters end in `_total`, durations are in seconds with
+    a `_seconds` suffix (e.g. `temporal_workflow_task_execution_latency_seconds`). ValueError
+    when the address is not `ip:port` (no host names) or cannot be bound.
+    """
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=bind_address,
+                counters_total_suffix=True,
+                unit_suffix=True,
+                durations_as_seconds=True,
+                histogram_bucket_overrides={
+                    rollout_metrics.DURATION: [float(b) for b in ROLLOUT_DURATION_BUCKETS]
+                },
+            )
+        )
+    )
 
 
 def worker_activities(metrics_server: str) -> list[Callable[..., object]]:
@@ -52,8 +82,18 @@ def build_worker(
     )
 
 
-async def run_worker(client: Client, metrics_server: str, task_queue: str = TASK_QUEUE) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def run_worker(
+    client: Client,
+    metrics_server: str,
+    task_queue: str = TASK_QUEUE,
+    metrics_address: str | None = None,
+    metrics_problem: str | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+    `metrics_address` (served by the client's runtime) and `metrics_problem` (why there are no
+    metrics) are only logged, after the line that says the worker polls.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -63,7 +103,12 @@ async def run_worker(client: Client, metrics_server: str, task_queue: str = TASK
         worker = build_worker(client, activities, executor, task_queue)
         async with worker:
             logging.getLogger(__name__).info(
-                "coalmine worker polling task queue %s on %s", task_queue, client.namespace
+                "coalmine worker polling task queue %s on %s; metrics %s",
+                task_queue,
+                client.namespace,
+                f"on http://{metrics_address}/metrics" if metrics_address else "off",
             )
+            if metrics_problem:
+                logging.getLogger(__name__).warning("%s", metrics_problem)
             await stop.wait()
             logging.getLogger(__name__).info("stopping: letting in-flight activities finish")

@@ -6,17 +6,21 @@ A worker with same-name fake activities serves task queue `coalmine` in this pro
 import asyncio
 import json
 import os
+import pty
+import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from canary.contract import TASK_QUEUE
+from canary.status import CanaryStatus
 from tests.support.net import free_port
 from tests.workflows.fakes import FakePlatform
 from workflows.canary_workflow import CanaryWorkflow
@@ -105,8 +109,21 @@ async def test_start_wait_exits_1_when_rolled_back(
     assert "bad.test: Failed: Rolling back bad.test failed checks threshold reached 2" in run.out
 
 
+async def wait_for(
+    client: Client, name: str, condition: Callable[[CanaryStatus], bool]
+) -> CanaryStatus:
+    """Poll the status of rollout `name` (namespace `test`) in-process until `condition`."""
+    handle = client.get_workflow_handle_for(CanaryWorkflow.run, f"canary-test-{name}")
+    for _ in range(300):
+        status = await handle.query(CanaryWorkflow.status)
+        if condition(status):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name}: condition not met; status {status}")
+
+
 async def test_second_start_is_refused_and_controls_steer_the_rollout(
-    platform: FakePlatform, address: str, tmp_path: Path
+    platform: FakePlatform, address: str, dev_server_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     path = spec_file(tmp_path, "steered", interval="30s")
     first = await coalmine("start", "-f", str(path), "--image", "v2", address=address)
@@ -116,11 +133,7 @@ async def test_second_start_is_refused_and_controls_steer_the_rollout(
     assert "a rollout of steered.test is already running" in second.err
     assert "Traceback" not in second.err
 
-    for _ in range(100):
-        status = await coalmine("status", "steered", "-n", "test", "--json", address=address)
-        if json.loads(status.out)["canary_weight"] == 10:
-            break
-        await asyncio.sleep(0.1)
+    await wait_for(dev_server_env.client, "steered", lambda status: status.canary_weight == 10)
     paused = await coalmine("pause", "steered", "-n", "test", "--reason", "lunch", address=address)
     assert paused.code == 0
     status = await coalmine("status", "steered", "-n", "test", address=address)
@@ -132,11 +145,8 @@ async def test_second_start_is_refused_and_controls_steer_the_rollout(
     promoted = await coalmine("promote", "steered", "-n", "test", "--reason", "ok", address=address)
     assert promoted.code == 0, promoted.err
     assert "Promotion of steered.test requested" in promoted.out
-    for _ in range(100):
-        status = await coalmine("status", "steered", "-n", "test", "--json", address=address)
-        if json.loads(status.out)["phase"] == "Succeeded":
-            break
-        await asyncio.sleep(0.1)
+    await wait_for(dev_server_env.client, "steered", lambda status: status.phase.final)
+    status = await coalmine("status", "steered", "-n", "test", "--json", address=address)
     assert json.loads(status.out)["phase"] == "Succeeded"
 
     late = await coalmine("abort", "steered", "-n", "test", address=address)
@@ -145,31 +155,31 @@ async def test_second_start_is_refused_and_controls_steer_the_rollout(
 
 
 async def test_abort_rolls_back_a_running_rollout(
-    platform: FakePlatform, address: str, tmp_path: Path
+    platform: FakePlatform, address: str, dev_server_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     path = spec_file(tmp_path, "aborted", interval="30s")
     assert (await coalmine("start", "-f", str(path), "--image", "v2", address=address)).code == 0
-    for _ in range(100):
-        status = await coalmine("status", "aborted", "-n", "test", "--json", address=address)
-        if json.loads(status.out)["canary_weight"] == 10:
-            break
-        await asyncio.sleep(0.1)
-    run = await coalmine("abort", "aborted", "-n", "test", "--reason", "oops", address=address)
+    await wait_for(dev_server_env.client, "aborted", lambda status: status.canary_weight == 10)
+    run = await coalmine(
+        "abort", "aborted", "-n", "test", "--reason", "oops", "--json", address=address
+    )
     assert run.code == 0, run.err
-    for _ in range(100):
-        status = await coalmine("status", "aborted", "-n", "test", "--json", address=address)
-        if json.loads(status.out)["phase"] == "Failed":
-            break
-        await asyncio.sleep(0.1)
+    assert json.loads(run.out) == {
+        "ok": True,
+        "message": "Rolling back aborted.test manual abort: oops",
+    }
+    await wait_for(dev_server_env.client, "aborted", lambda status: status.phase.final)
+    status = await coalmine("status", "aborted", "-n", "test", "--json", address=address)
     parsed = json.loads(status.out)
     assert parsed["phase"] == "Failed"
     assert parsed["reason"] == "Rolling back aborted.test manual abort: oops"
 
 
-async def test_status_of_an_unknown_rollout_is_one_clear_line(
-    dev_server_env: WorkflowEnvironment, address: str
+@pytest.mark.parametrize("command", ["status", "watch", "history", "pause"])
+async def test_an_unknown_rollout_is_one_clear_line(
+    dev_server_env: WorkflowEnvironment, address: str, command: str
 ) -> None:
-    run = await coalmine("status", "nothing", "-n", "test", address=address)
+    run = await coalmine(command, "nothing", "-n", "test", "--json", address=address)
     assert run.code == 2
     assert run.err.strip() == "error: no rollout of nothing.test (workflow canary-test-nothing)"
 
@@ -188,6 +198,21 @@ async def test_validate_prints_a_summary(tmp_path: Path) -> None:
     assert run.code == 0, run.err
     assert "Canary podinfo.test" in run.out
     assert "canary, weights 10, 20, 30, 40, 50 then promotion" in run.out
+
+
+async def test_validate_json_prints_the_normalized_spec(tmp_path: Path) -> None:
+    path = tmp_path / "deprecated.yaml"
+    document = yaml.safe_load(EXAMPLE.read_text())
+    document["spec"]["analysis"]["metrics"][0] = {"name": "request-success-rate", "threshold": 99}
+    path.write_text(yaml.safe_dump(document))
+    run = await coalmine("validate", "-f", str(path), "--json", address="unused:1")
+    assert run.code == 0, run.err
+    spec = json.loads(run.out)
+    assert (spec["metadata"]["name"], spec["metadata"]["namespace"]) == ("podinfo", "test")
+    analysis = spec["spec"]["analysis"]
+    assert (analysis["interval"], analysis["maxWeight"], analysis["stepWeight"]) == ("1m", 50, 10)
+    assert analysis["metrics"][0]["thresholdRange"] == {"min": 99.0, "max": None}
+    assert "deprecated" in run.err
 
 
 @pytest.mark.parametrize(
@@ -226,6 +251,7 @@ async def test_list_filters_rollouts_by_phase_and_namespace(
 ) -> None:
     good = spec_file(tmp_path, "listed-good")
     bad = spec_file(tmp_path, "listed-bad")
+    # one after the other: the fake platform judges metrics by the image it set last
     assert (
         await coalmine("start", "-f", str(good), "--image", "v2", "--wait", address=address)
     ).code == 0
@@ -258,3 +284,105 @@ async def test_list_filters_rollouts_by_phase_and_namespace(
     assert succeeded and succeeded[0].split()[1:3] == ["Succeeded", "0%"]
     other = await coalmine("list", "-n", "elsewhere", address=address)
     assert other.out.strip() == "no rollouts found"
+
+
+async def coalmine_on_a_terminal(*args: str, address: str) -> Run:
+    """The CLI with its stdout on a pseudo-terminal (100x40), as a person runs it."""
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_NAMESPACE": "default",
+        "TERM": "xterm",
+        "COLUMNS": "100",
+        "LINES": "40",
+    }
+    env.pop("NO_COLOR", None)
+    controller, terminal = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starter.cli",
+        *args,
+        cwd=REPO,
+        env=env,
+        stdout=terminal,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(terminal)
+
+    def read_all() -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO once the process has closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        out = await asyncio.wait_for(asyncio.to_thread(read_all), timeout=120)
+        err = await process.stderr.read() if process.stderr else b""
+        code = await process.wait()
+    finally:
+        os.close(controller)
+    return Run(code, out.decode().replace("\r\n", "\n"), err.decode())
+
+
+async def test_watch_follows_a_failing_rollout_and_exits_1(
+    platform: FakePlatform, address: str, tmp_path: Path
+) -> None:
+    path = spec_file(tmp_path, "watched-bad")
+    started = await coalmine("start", "-f", str(path), "--image", "bad", "--json", address=address)
+    assert started.code == 0, started.err
+    ids = json.loads(started.out)
+    assert ids["workflow_id"] == "canary-test-watched-bad" and ids["run_id"]
+
+    lines = await coalmine("watch", "watched-bad", "-n", "test", "--json", address=address)
+    assert lines.code == 1, lines.err
+    parsed = [json.loads(line) for line in lines.out.splitlines()]
+    assert {item["type"] for item in parsed[:-1]} == {"event"}
+    messages = [item["message"] for item in parsed[:-1]]
+    assert len(messages) == len(set(messages)) + 1  # the halt message comes twice, at two times
+    assert "Halt watched-bad.test advancement success rate 61.50% < 99%" in messages
+    final = parsed[-1]
+    assert (final["type"], final["phase"], final["failed_checks"]) == ("status", "Failed", 2)
+
+    # the rollout has ended: watching it again prints its events and the verdict at once
+    plain = await coalmine("watch", "watched-bad", "-n", "test", address=address)
+    assert plain.code == 1, plain.err
+    assert "\x1b" not in plain.out
+    assert plain.out.splitlines()[: len(messages)] == [
+        f"{item['time'][11:19]} {'!' if item['warning'] else ' '} {item['message']}"
+        for item in parsed[:-1]
+    ]
+    assert plain.out.splitlines()[-1] == (
+        "watched-bad.test: Failed: Rolling back watched-bad.test failed checks threshold reached 2"
+    )
+
+    screen = await coalmine_on_a_terminal("watch", "watched-bad", "-n", "test", address=address)
+    assert screen.code == 1, screen.err
+    assert screen.out.startswith("\x1b[?25l")
+    assert "watched-bad.test  Failed  image bad" in screen.out
+    assert "0%  rolled back" in screen.out
+    assert "failed checks 2/2" in screen.out
+    assert "request-success-rate   61.50  >= 99   failed" in screen.out
+    assert "\x1b[?25h" in screen.out
+    assert screen.out.rstrip().endswith("watched-bad.test: Failed: " + final["reason"])
+
+
+async def test_start_wait_on_a_terminal_redraws_the_live_view(
+    platform: FakePlatform, address: str, tmp_path: Path
+) -> None:
+    path = spec_file(tmp_path, "live", stepWeight=25)
+    run = await coalmine_on_a_terminal(
+        "start", "-f", str(path), "--image", "v2", "--wait", address=address
+    )
+    assert run.code == 0, run.err
+    assert run.out.startswith("started rollout canary-test-live of live.test\n")
+    assert re.search(r"\x1b\[\d+F\x1b\[J", run.out), "the view is redrawn in place"
+    assert re.search(r"canary weight \d+% of 50%", run.out)
+    assert "100%  promoted" in run.out
+    assert run.out.rstrip().endswith("live.test: Succeeded")
