@@ -33,10 +33,13 @@ class Receiver:
                     "/fail": (500, b"load test failed: " + b"x" * 300),
                     "/slow": (200, b"late"),
                 }[self.path]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except BrokenPipeError:
+                    pass  # the caller gave up waiting (the /slow timeout test)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
