@@ -691,3 +691,68 @@ def test_strategy(edits: dict[str, Any], strategy: Strategy, weights: list[int] 
 )
 def test_kubernetes_provider_refuses_traffic_shaping(edits: dict[str, Any], expected: str) -> None:
     assert problems_of(edited(edits)) == [expected]
+
+
+# -- the embedded platform (LocalProcess + traefik) -------------------------------------------
+
+
+def demo_doc() -> dict[str, Any]:
+    path = Path(__file__).resolve().parents[2] / "demo" / "podinfo-local.yaml"
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
+
+
+def test_the_demo_spec_loads() -> None:
+    canary = load(yaml.safe_dump(demo_doc())).canary
+    assert canary.spec.provider == "traefik"
+    assert canary.spec.target_ref.kind == "LocalProcess"
+    assert canary.spec.local is not None
+    assert canary.spec.local.image == "v1"
+    assert canary.spec.traefik is not None
+    assert canary.spec.analysis.weights == [20, 40, 60]
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (
+            {"spec.local": DELETE},
+            ["spec.local: required when spec.targetRef.kind is LocalProcess"],
+        ),
+        (
+            {"spec.traefik": DELETE},
+            ["spec.traefik: required when spec.provider is traefik"],
+        ),
+        (
+            {"spec.provider": "istio", "spec.traefik": DELETE},
+            ["spec.provider: a LocalProcess target needs provider traefik (got 'istio')"],
+        ),
+        (
+            {"spec.local.canaryPort": 18081},
+            ["spec.local.canaryPort: must differ from primaryPort"],
+        ),
+        (
+            {"spec.local.command": ""},
+            ["spec.local.command: must not be empty"],
+        ),
+        (
+            {"spec.targetRef.kind": "Deployment"},
+            [
+                "spec.local: only for spec.targetRef.kind LocalProcess (got 'Deployment')",
+                "spec.provider: traefik routes LocalProcess targets only",
+            ],
+        ),
+    ],
+    ids=[
+        "no-local",
+        "no-traefik",
+        "local-without-traefik",
+        "same-ports",
+        "empty-command",
+        "traefik-for-deployment",
+    ],
+)
+def test_half_configured_local_platform_is_refused(
+    edits: dict[str, Any], expected: list[str]
+) -> None:
+    assert problems_of(edited(edits, demo_doc())) == expected
