@@ -252,7 +252,11 @@ async def _observation(
             warning=True,
             message=f"step {step}: observing failed: {message}",
         )
-    [observation] = await converter.decode(marker.details["result"].payloads, [StepObservation])
+    try:
+        [observation] = await converter.decode(marker.details["result"].payloads, [StepObservation])
+    except Exception as error:  # a history written by another version of the activity
+        message = f"step {step}: observation not readable: {error}"
+        return Entry(time=when, kind=EntryKind.ANALYSIS, step=step, warning=True, message=message)
     assert isinstance(observation, StepObservation)
     # the same pure judgement the workflow made, for each metric's outcome
     metrics = decide(canary, CanaryStatus(), observation, when).status.metrics

@@ -175,13 +175,19 @@ async def test_abort_rolls_back_a_running_rollout(
     assert parsed["reason"] == "Rolling back aborted.test manual abort: oops"
 
 
-@pytest.mark.parametrize("command", ["status", "watch", "history", "pause"])
 async def test_an_unknown_rollout_is_one_clear_line(
-    dev_server_env: WorkflowEnvironment, address: str, command: str
+    dev_server_env: WorkflowEnvironment, address: str
 ) -> None:
-    run = await coalmine(command, "nothing", "-n", "test", "--json", address=address)
-    assert run.code == 2
-    assert run.err.strip() == "error: no rollout of nothing.test (workflow canary-test-nothing)"
+    commands = ["status", "watch", "history", "pause"]
+    runs = await asyncio.gather(
+        *(
+            coalmine(command, "nothing", "-n", "test", "--json", address=address)
+            for command in commands
+        )
+    )
+    for command, run in zip(commands, runs, strict=True):
+        assert (command, run.code) == (command, 2)
+        assert run.err.strip() == "error: no rollout of nothing.test (workflow canary-test-nothing)"
 
 
 async def test_unreachable_temporal_exits_3_with_one_line(tmp_path: Path) -> None:
@@ -351,7 +357,10 @@ async def test_watch_follows_a_failing_rollout_and_exits_1(
     assert (final["type"], final["phase"], final["failed_checks"]) == ("status", "Failed", 2)
 
     # the rollout has ended: watching it again prints its events and the verdict at once
-    plain = await coalmine("watch", "watched-bad", "-n", "test", address=address)
+    plain, screen = await asyncio.gather(
+        coalmine("watch", "watched-bad", "-n", "test", address=address),
+        coalmine_on_a_terminal("watch", "watched-bad", "-n", "test", address=address),
+    )
     assert plain.code == 1, plain.err
     assert "\x1b" not in plain.out
     assert plain.out.splitlines()[: len(messages)] == [
@@ -362,7 +371,6 @@ async def test_watch_follows_a_failing_rollout_and_exits_1(
         "watched-bad.test: Failed: Rolling back watched-bad.test failed checks threshold reached 2"
     )
 
-    screen = await coalmine_on_a_terminal("watch", "watched-bad", "-n", "test", address=address)
     assert screen.code == 1, screen.err
     assert screen.out.startswith("\x1b[?25l")
     assert "watched-bad.test  Failed  image bad" in screen.out

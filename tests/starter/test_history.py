@@ -76,8 +76,9 @@ async def test_history_tells_who_did_what_and_what_each_step_saw(
     assert "Canary analysis of storied.test paused: lunch" in watched.out
     assert watched.out.splitlines()[-1] == "storied.test: Succeeded"
 
-    story = await coalmine(
-        "history", "storied", "-n", "test", "--run-id", run_id, "--json", address=address
+    story, table = await asyncio.gather(
+        coalmine("history", "storied", "-n", "test", "--run-id", run_id, "--json", address=address),
+        coalmine("history", "storied", "-n", "test", address=address),
     )
     assert story.code == 0, story.err
     entries = json.loads(story.out)
@@ -107,7 +108,6 @@ async def test_history_tells_who_did_what_and_what_each_step_saw(
         assert {metric["outcome"] for metric in step["metrics"]} == {"passed"}
     assert entries[-1]["kind"] == "end" and entries[-1]["message"] == "ended Succeeded"
 
-    table = await coalmine("history", "storied", "-n", "test", address=address)
     assert table.code == 0, table.err
     lines = table.out.splitlines()
     assert lines[0].startswith(
