@@ -19,7 +19,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from activities import errors
+from activities import errors, files
 from canary.contract import Readiness, TargetState
 from canary.spec import Canary, LocalProcess
 
@@ -246,7 +245,7 @@ class LocalTarget:
             ) from error
 
     def _write(self, role: Role, state: SideState) -> None:
-        _write_atomically(self._path(role), state.model_dump_json(indent=2) + "\n")
+        files.write_atomically(self._path(role), state.model_dump_json(indent=2) + "\n")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -512,20 +511,3 @@ def _log_tail(path: Path, limit: int = 400) -> str:
         return f"no log at {path}"
     text = " | ".join(line for line in data.decode(errors="replace").splitlines() if line.strip())
     return f"its log {path} ends with: {text}" if text else f"its log {path} is empty"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write a temporary file beside `path`, then rename it over `path`: readers see the old
-    content or the new, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise

@@ -1,7 +1,6 @@
 """Prometheus metrics provider: instant queries and the built-in checks' PromQL per router."""
 
 import math
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +10,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from activities import errors
 from activities.errors import MetricsUnavailableError, PermanentError
 
 _ISTIO_WORKLOAD = (
@@ -140,7 +140,7 @@ class PrometheusMetrics:
         except requests.Timeout as error:
             raise self._unavailable(f"timed out after {self._timeout_seconds:g}s") from error
         except requests.ConnectionError as error:
-            raise self._unavailable(_os_reason(error) or str(error)) from error
+            raise self._unavailable(errors.os_reason(error) or str(error)) from error
         except (PrometheusApiClientException, ValueError, KeyError) as error:
             raise PermanentError(
                 f"cannot query prometheus at {self._address}: {error}; query: {promql}"
@@ -170,17 +170,6 @@ def _raise_error_response(response: requests.Response, **kwargs: Any) -> None:
     except (ValueError, KeyError, TypeError):
         error = response.text[:200]
     raise _ErrorResponse(response.status_code, error)
-
-
-def _os_reason(error: BaseException) -> str | None:
-    """The OS-level cause (e.g. "connection refused") under the client's wrapper exceptions."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno:
-            reason = os.strerror(cause.errno) if cause.errno > 0 else str(cause.strerror)
-            return reason.lower()
-        cause = cause.__cause__ or cause.__context__
-    return None
 
 
 def _first_value(result: list[Any], promql: str) -> float | None:

@@ -20,10 +20,7 @@ rename) and only when its content changes. Traefik must watch it (`watch: true`)
 `providers.providersThrottleDuration` low (e.g. 100ms), as the default 2s delays each reload.
 """
 
-import contextlib
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from activities import errors
+from activities import errors, files
 from canary.decision import ALL_TO_PRIMARY, Routes
 from canary.spec import Canary
 
@@ -220,7 +217,7 @@ class TraefikRouter:
             return
         path = self.settings.config_file
         try:
-            write_atomically(path, text)
+            files.write_atomically(path, text)
         except OSError as error:
             reason = error.strerror or str(error)
             raise TraefikConfigError(f"Traefik config unwritable: {path}: {reason}") from error
@@ -236,25 +233,6 @@ def _dig(value: Any, *keys: str) -> Any:
             return None
         value = value.get(key)
     return value
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write a temporary file beside `path` (named `.<name>.<random>.tmp`, an extension
-    Traefik's directory provider skips), then rename it over `path`: a reader sees the old
-    content or the new, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 # -- A/B testing matches ----------------------------------------------------------------------

@@ -4,12 +4,13 @@ A failed call is an outcome, not an exception: whether it fails a check is decid
 """
 
 import asyncio
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from activities import errors
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ async def call_webhook(
     except (TimeoutError, httpx.TimeoutException):
         return WebhookOutcome(False, None, f"timed out after {timeout_seconds:g}s")
     except httpx.TransportError as error:
-        reason = _os_reason(error) or str(error) or type(error).__name__
+        reason = errors.os_reason(error) or str(error) or type(error).__name__
         return WebhookOutcome(False, None, f"request failed: {reason}")
     if response.is_success:
         return WebhookOutcome(True, response.status_code, f"status {response.status_code}")
@@ -64,14 +65,3 @@ def webhook_payload(
             **{key: value for key, value in event.items() if value is not None},
         },
     }
-
-
-def _os_reason(error: BaseException) -> str | None:
-    """The OS-level cause (e.g. "connection refused") under the client's wrapper exceptions."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno:
-            reason = os.strerror(cause.errno) if cause.errno > 0 else str(cause.strerror)
-            return reason.lower()
-        cause = cause.__cause__ or cause.__context__
-    return None
