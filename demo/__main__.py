@@ -127,9 +127,9 @@ def main() -> int:
         print("\ninterrupted: stopping everything the demo started", file=sys.stderr)
         return 130
     finally:
-        if target is not None:
-            target.shutdown()
         platform.stop()
+        if target is not None:
+            target.shutdown()  # after the worker, which could otherwise start them again
 
 
 if __name__ == "__main__":
