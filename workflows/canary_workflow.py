@@ -69,17 +69,8 @@ class CanaryWorkflow:
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
         try:
-            if not await self._initialize(request.image):
-                self._metrics.finish(self._status)
-                return self._status
-            await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
-            await self._scale_up()
-            await self._pre_rollout()
-            if not self._canary.spec.skip_analysis:
-                await self._analyse()
-            if not self._promote_requested:
-                await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
-            await self._promote()
+            if await self._initialize(request.image):
+                await self._roll_out()
         except RollBack as rollback:
             await self._roll_back(str(rollback))
         except StepFailed as failure:
@@ -139,6 +130,16 @@ class CanaryWorkflow:
             raise ValueError(f"{self._canary.target} is already being rolled back")
 
     # -- stages ----------------------------------------------------------------------------
+
+    async def _roll_out(self) -> None:
+        await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
+        await self._scale_up()
+        await self._pre_rollout()
+        if not self._canary.spec.skip_analysis:
+            await self._analyse()
+        if not self._promote_requested:
+            await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
+        await self._promote()
 
     async def _initialize(self, image: str | None) -> bool:
         """Create the primary and route to it; False when there is nothing to roll out."""

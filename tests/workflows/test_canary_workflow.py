@@ -33,7 +33,7 @@ async def running_worker(env: WorkflowEnvironment, platform: FakePlatform) -> As
 
 
 async def start(
-    env: WorkflowEnvironment, platform: FakePlatform, canary: Canary, image: str = "v2"
+    env: WorkflowEnvironment, platform: FakePlatform, canary: Canary, image: str | None = "v2"
 ) -> WorkflowHandle[CanaryWorkflow, CanaryStatus]:
     return await env.client.start_workflow(
         CanaryWorkflow.run,
@@ -239,3 +239,19 @@ async def test_a_weight_that_cannot_be_set_rolls_back(
     )
     assert weights(platform.routes) == [(100, 0), (90, 10), (80, 20), (100, 0)]
     assert platform.scales == [2, 0]
+
+
+async def test_no_new_revision_ends_at_once_without_touching_the_canary(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    platform = FakePlatform()
+    async with running_worker(time_skipping_env, platform):
+        handle = await start(time_skipping_env, platform, canary_spec(), image=None)
+        result = await handle.result()
+    assert result.phase == Phase.SUCCEEDED
+    assert messages(result)[-1] == (
+        "No new revision of podinfo.test: canary and primary run the same template"
+    )
+    assert platform.scales == []
+    assert weights(platform.routes) == [(100, 0)]
+    assert platform.notifications == []
