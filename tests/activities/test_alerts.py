@@ -5,7 +5,7 @@ import base64
 import socket
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,58 +20,23 @@ from activities.alerts import (
     admits,
     send_alerts,
 )
-from canary.contract import Notification, NotificationKind
-from canary.spec import Canary, ProviderRef, Severity
+from canary.contract import NotificationKind
+from canary.spec import ProviderRef, Severity
+from tests.support.alerting import (
+    ADVANCED,
+    HALTED,
+    ROLLED_BACK,
+    TIME,
+    alert,
+    env_provider,
+    make_canary,
+)
 from tests.support.kube import NAMESPACE, ServedEmulator, kube_fixture  # noqa: F401
 from tests.support.net import free_port
 from tests.support.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
 
 SECRETS = "v1/secrets"
 TARGET = "podinfo.test"
-TIME = datetime(2024, 5, 1, 12, 0, 3, tzinfo=UTC)
-
-ADVANCED = Notification(
-    kind=NotificationKind.ADVANCED,
-    severity=Severity.INFO,
-    message="Advance podinfo.test canary weight 20",
-    time=TIME,
-)
-HALTED = Notification(
-    kind=NotificationKind.HALTED,
-    severity=Severity.WARN,
-    message="Halt podinfo.test advancement success rate 69.17% < 99%",
-    time=TIME,
-)
-ROLLED_BACK = Notification(
-    kind=NotificationKind.ROLLED_BACK,
-    severity=Severity.ERROR,
-    message="Rolling back podinfo.test failed checks threshold reached 5",
-    time=TIME,
-)
-
-
-def make_canary(alerts: list[dict[str, Any]], kind: str = "Deployment") -> Canary:
-    return Canary.model_validate(
-        {
-            "apiVersion": "flagger.app/v1beta1",
-            "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": NAMESPACE},
-            "spec": {
-                "provider": "istio",
-                "targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": "podinfo"},
-                "service": {"port": 9898},
-                "analysis": {"interval": "1m", "alerts": alerts},
-            },
-        }
-    )
-
-
-def alert(name: str, provider: str, severity: str = "info", **ref: str) -> dict[str, Any]:
-    return {"name": name, "severity": severity, "providerRef": {"name": provider, **ref}}
-
-
-def env_provider(name: str, kind: str, url: str) -> dict[str, str]:
-    return {f"COALMINE_ALERT_{name}_TYPE": kind, f"COALMINE_ALERT_{name}_URL": url}
 
 
 def secret(name: str, data: dict[str, str], namespace: str = NAMESPACE) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 real HTTP; failures are logged and reported, never raised."""
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import kmock
@@ -14,56 +13,18 @@ from activities.alerts import AlertProviders
 from activities.kube_events import event_name
 from activities.notify import NotifyActivities
 from canary import contract
-from canary.contract import Notification, NotificationKind
-from canary.spec import Canary, Severity
+from tests.support.alerting import (
+    HALTED,
+    ROLLED_BACK,
+    STARTED,
+    alert,
+    env_provider,
+    make_canary,
+)
 from tests.support.kube import NAMESPACE, ServedEmulator, kube_fixture  # noqa: F401
 from tests.support.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
 
 EVENTS = "v1/events"
-TIME = datetime(2024, 5, 1, 12, 0, 3, tzinfo=UTC)
-
-STARTED = Notification(
-    kind=NotificationKind.STARTED,
-    severity=Severity.INFO,
-    message="New revision detected! Scaling up podinfo.test",
-    time=TIME,
-)
-HALTED = Notification(
-    kind=NotificationKind.HALTED,
-    severity=Severity.WARN,
-    message="Halt podinfo.test advancement success rate 69.17% < 99%",
-    time=TIME,
-)
-ROLLED_BACK = Notification(
-    kind=NotificationKind.ROLLED_BACK,
-    severity=Severity.ERROR,
-    message="Rolling back podinfo.test failed checks threshold reached 5",
-    time=TIME,
-)
-
-
-def make_canary(alerts: list[dict[str, Any]], kind: str = "Deployment") -> Canary:
-    return Canary.model_validate(
-        {
-            "apiVersion": "flagger.app/v1beta1",
-            "kind": "Canary",
-            "metadata": {"name": "podinfo", "namespace": NAMESPACE},
-            "spec": {
-                "provider": "traefik" if kind == "LocalProcess" else "istio",
-                "targetRef": {"kind": kind, "name": "podinfo"},
-                "service": {"port": 9898},
-                "analysis": {"interval": "1m", "alerts": alerts},
-            },
-        }
-    )
-
-
-def alert(name: str, provider: str, severity: str = "info") -> dict[str, Any]:
-    return {"name": name, "severity": severity, "providerRef": {"name": provider}}
-
-
-def generic(name: str, url: str) -> dict[str, str]:
-    return {f"COALMINE_ALERT_{name}_TYPE": "generic", f"COALMINE_ALERT_{name}_URL": url}
 
 
 def stored_events(kube: ServedEmulator) -> list[dict[str, Any]]:
@@ -83,7 +44,7 @@ async def test_alerts_and_events_for_a_deployment_target(
 ) -> None:
     canary = make_canary([alert("all", "hook"), alert("pager", "hook", "error")])
     activities = NotifyActivities(
-        AlertProviders(generic("HOOK", f"{receiver.url}/ok")), lambda: kube.api
+        AlertProviders(env_provider("HOOK", "generic", f"{receiver.url}/ok")), lambda: kube.api
     )
     request = contract.NotifyRequest(canary=canary, notifications=[STARTED, HALTED, ROLLED_BACK])
 
@@ -130,7 +91,7 @@ async def test_a_retried_activity_still_leaves_one_event_per_notification(
 async def test_a_local_process_target_gets_alerts_and_no_events(receiver: Receiver) -> None:
     canary = make_canary([alert("all", "hook")], kind="LocalProcess")
     activities = NotifyActivities(
-        AlertProviders(generic("HOOK", f"{receiver.url}/ok")), never_called
+        AlertProviders(env_provider("HOOK", "generic", f"{receiver.url}/ok")), never_called
     )
     request = contract.NotifyRequest(canary=canary, notifications=[STARTED])
 
@@ -149,7 +110,10 @@ async def test_failures_are_logged_and_reported_never_raised(
         [alert("unknown", "nobody"), alert("broken", "broken"), alert("fine", "fine")]
     )
     providers = AlertProviders(
-        {**generic("BROKEN", f"{receiver.url}/fail"), **generic("FINE", f"{receiver.url}/ok")}
+        {
+            **env_provider("BROKEN", "generic", f"{receiver.url}/fail"),
+            **env_provider("FINE", "generic", f"{receiver.url}/ok"),
+        }
     )
     activities = NotifyActivities(providers, lambda: kube.api)
     request = contract.NotifyRequest(canary=canary, notifications=[HALTED])
