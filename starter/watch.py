@@ -65,31 +65,30 @@ class Lines:
         self._new = _NewEvents()
 
     def show(self, status: CanaryStatus) -> None:
-        stream = self._stream or sys.stdout
         for item in self._new(status):
-            print(render.event(item), file=stream, flush=True)
+            self._print(self._line(item))
 
     def finish(self, status: CanaryStatus | None) -> None:
         if status is not None:
             self.show(status)
 
+    def _line(self, item: Event) -> str:
+        return render.event(item)
 
-class JsonLines:
+    def _print(self, line: str) -> None:
+        print(line, file=self._stream or sys.stdout, flush=True)
+
+
+class JsonLines(Lines):
     """Each new event as a JSON object on its own line, then the final status."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream
-        self._new = _NewEvents()
-
-    def show(self, status: CanaryStatus) -> None:
-        stream = self._stream or sys.stdout
-        for item in self._new(status):
-            print(render.event_json(item), file=stream, flush=True)
-
     def finish(self, status: CanaryStatus | None) -> None:
+        super().finish(status)
         if status is not None:
-            self.show(status)
-            print(render.status_json_line(status), file=self._stream or sys.stdout, flush=True)
+            self._print(render.status_json_line(status))
+
+    def _line(self, item: Event) -> str:
+        return render.event_json(item)
 
 
 class Live:
