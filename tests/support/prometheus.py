@@ -13,7 +13,6 @@ and is stopped by its own pid when the block exits, also when a test fails.
 import contextlib
 import json
 import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -22,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.net import free_port, wait_http_ready
+from tests.support.net import free_port
+from tests.support.processes import serving_process
 
 
 @dataclass(frozen=True)
@@ -77,47 +77,14 @@ def running_prometheus(
     config_path.write_text(json.dumps(config, indent=2))
     port = free_port()
     log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        address = f"http://127.0.0.1:{port}"
-        _wait_ready(process, f"{address}/-/ready", log_path, startup_timeout_seconds)
+    address = f"http://127.0.0.1:{port}"
+    argv = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with serving_process(
+        "prometheus", argv, log_path, f"{address}/-/ready", timeout_seconds=startup_timeout_seconds
+    ) as process:
         yield RunningPrometheus(address=address, pid=process.pid, log_path=log_path)
-    finally:
-        # Popen signals its own pid only, and not at all once the process has been reaped.
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(
-    process: subprocess.Popen[bytes], url: str, log_path: Path, timeout_seconds: float
-) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"prometheus exited with status {process.returncode}; {_log_tail(log_path)}"
-            )
-        with contextlib.suppress(TimeoutError):
-            wait_http_ready(url, timeout_seconds=0.5)
-            return
-    raise RuntimeError(
-        f"prometheus not ready at {url} after {timeout_seconds:g}s; {_log_tail(log_path)}"
-    )
-
-
-def _log_tail(log_path: Path) -> str:
-    return f"its log ends with:\n{log_path.read_text()[-2000:]}"

@@ -22,8 +22,8 @@ starts a `demo.app` version to route to, likewise stopped by its pid.
 import contextlib
 import http.client
 import json
-import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -37,7 +37,8 @@ import yaml
 
 from demo.platform import traefik_static_config
 from tests.support.binaries import find_binary
-from tests.support.net import free_port, wait_http_ready
+from tests.support.net import free_port
+from tests.support.processes import serving_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,17 +165,11 @@ def running_traefik(
     config = traefik_static_config(web_port, admin_port, dynamic_dir)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = workdir / "traefik.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [binary, f"--configFile={config_path}"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_ready(
-            process, f"http://127.0.0.1:{admin_port}/ping", log_path, startup_timeout_seconds
-        )
+    ready = f"http://127.0.0.1:{admin_port}/ping"
+    argv = [binary, f"--configFile={config_path}"]
+    with serving_process(
+        "traefik", argv, log_path, ready, timeout_seconds=startup_timeout_seconds
+    ) as process:
         yield RunningTraefik(
             pid=process.pid,
             web_port=web_port,
@@ -182,33 +177,6 @@ def running_traefik(
             dynamic_dir=dynamic_dir,
             log_path=log_path,
         )
-    finally:
-        # Popen signals its own pid only, and not at all once the process has been reaped.
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(
-    process: subprocess.Popen[bytes], url: str, log_path: Path, timeout_seconds: float
-) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"traefik exited with status {process.returncode}; its log ends with:\n"
-                f"{log_path.read_text()[-2000:]}"
-            )
-        with contextlib.suppress(TimeoutError):
-            wait_http_ready(url, timeout_seconds=0.5, interval_seconds=0.05)
-            return
-    raise RuntimeError(
-        f"traefik not ready at {url} after {timeout_seconds:g}s; its log ends with:\n"
-        f"{log_path.read_text()[-2000:]}"
-    )
 
 
 @dataclass(frozen=True)
@@ -245,20 +213,7 @@ def running_demo_app(
         f"--error-rate={error_rate}",
         f"--latency-ms={latency_ms}",
     ]
-    with contextlib.ExitStack() as files:
-        output = files.enter_context(log_path.open("wb")) if log_path else subprocess.DEVNULL
-        process = subprocess.Popen(
-            argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_http_ready(
-            f"http://127.0.0.1:{port}/healthz", timeout_seconds=15, interval_seconds=0.05
-        )
-        yield RunningApp(pid=process.pid, port=port, version=version)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    log = log_path or Path(tempfile.mkdtemp(prefix="demo-app-")) / "demo-app.log"
+    ready = f"http://127.0.0.1:{port}/healthz"
+    with serving_process("demo.app", argv, log, ready, timeout_seconds=15, cwd=REPO_ROOT) as app:
+        yield RunningApp(pid=app.pid, port=port, version=version)
