@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import getpass
 import json
-import logging
 import os
 import socket
 import sys
@@ -41,6 +40,7 @@ from canary.loader import LoadedCanary, SpecError, load_canary
 from canary.spec import Canary, workflow_id
 from canary.status import MAX_EVENTS, CanaryStatus, Phase
 from starter import history, render, watch
+from worker import command as worker_command
 from worker.connection import ConnectionFailed, connect
 from workflows import search_attributes
 from workflows.canary_workflow import CanaryWorkflow
@@ -50,9 +50,6 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
-METRICS_ADDRESS_ENV = "COALMINE_WORKER_METRICS_ADDRESS"
-DEFAULT_METRICS_ADDRESS = "0.0.0.0:9464"
-"""Where `coalmine worker` serves /metrics unless told otherwise (as `worker.main`'s)."""
 IDENTITY_ENV = "COALMINE_IDENTITY"
 
 follow = watch.follow
@@ -66,13 +63,14 @@ class Refused(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code.
 
-    Run as the program (no `argv`), a command that used a Temporal client ends the process
-    itself once its output is flushed: the SDK's core threads can otherwise abort the
-    interpreter's teardown (temporalio/sdk-python#300) and turn the verdict into exit 134.
+    Run as the program (no `argv`), a command that used a Temporal client (the worker too)
+    ends the process itself once its output is flushed: the SDK's core threads can otherwise
+    abort the interpreter's teardown (temporalio/sdk-python#300) and turn the exit code into
+    134 or -6.
     """
     args = _parser().parse_args(argv)
     code = _main(args)
-    if argv is None and args.command not in ("validate", "worker"):
+    if argv is None and args.command != "validate":
         _exit_now(code)
     return code
 
@@ -164,21 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         # also accepted after the command: `coalmine pause NAME --identity alice`
         command.add_argument("--identity", default=argparse.SUPPRESS, help=identity_help)
 
-    worker = commands.add_parser("worker", help="run a worker (workflows and activities)")
-    worker.add_argument(
-        "--metrics-server",
-        default=os.environ.get("COALMINE_METRICS_SERVER", "http://prometheus:9090"),
-        help="default Prometheus address (env COALMINE_METRICS_SERVER)",
-    )
-    worker.add_argument("--task-queue", default=contract.TASK_QUEUE)
-    worker.add_argument(
-        "--metrics-address",
-        default=os.environ.get(METRICS_ADDRESS_ENV),
-        metavar="IP:PORT",
-        help="serve the worker's Prometheus metrics on http://IP:PORT/metrics, or `off` "
-        f"(env {METRICS_ADDRESS_ENV}, default {DEFAULT_METRICS_ADDRESS}: when that is "
-        "busy, the worker runs without metrics)",
-    )
+    worker_command.add_parser(commands)
     return parser
 
 
@@ -229,48 +213,11 @@ def _validate(path: str, as_json: bool) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from activities.alerts import AlertError
-    from worker.main import metrics_runtime, run_worker
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    configured: str | None = args.metrics_address or None
-    address = _metrics_address(configured or DEFAULT_METRICS_ADDRESS)
-    runtime = None
-    problem = None
-    if address is not None:
-        try:
-            runtime = metrics_runtime(address)
-        except ValueError as error:
-            if configured is not None:
-                raise Refused(f"--metrics-address {configured}: {error}") from None
-            # Only the default address: a second worker on one machine still starts.
-            problem = (
-                f"no metrics: the default address {address} is unusable ({error}); "
-                f"choose one with --metrics-address or {METRICS_ADDRESS_ENV}"
-            )
-            address = None
-
-    async def run() -> None:
-        client = await connect(runtime=runtime)
-        await run_worker(
-            client,
-            args.metrics_server,
-            args.task_queue,
-            metrics_address=address,
-            metrics_problem=problem,
-        )
-
     try:
-        asyncio.run(run())
-    except AlertError as error:
-        raise Refused(f"alert providers: {error}") from None
+        worker_command.run(args)
+    except worker_command.WorkerConfigError as error:
+        raise Refused(str(error)) from None
     return EXIT_OK
-
-
-def _metrics_address(value: str) -> str | None:
-    """`--metrics-address`: `ip:port`, or None for `off`."""
-    value = value.strip()
-    return None if value.lower() == "off" else value
 
 
 async def _run_remote(args: argparse.Namespace) -> int:

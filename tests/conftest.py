@@ -1,3 +1,5 @@
+import os
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -36,3 +38,25 @@ async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+_exit_status: list[int] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End pytest with its own exit status once everything is reported and written.
+
+    The Temporal SDK's runtime threads can abort the interpreter's teardown (SIGABRT) now and
+    then, which would turn a green run red; the `coalmine` CLI ends the same way for the same
+    reason (see `starter.cli.main`).
+    """
+    if _exit_status:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(_exit_status[0])

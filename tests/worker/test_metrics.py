@@ -44,6 +44,7 @@ from starter import cli
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus
 from tests.workflows.fakes import FakePlatform, canary_spec
+from worker import command as worker_command
 from worker import main as worker_main
 from workflows.canary_workflow import CanaryWorkflow
 
@@ -549,7 +550,7 @@ def test_service_servicemonitor_scrape_job_and_deployment_agree_on_the_port() ->
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["COALMINE_WORKER_METRICS_ADDRESS"] == f"0.0.0.0:{ports['metrics']}"
-    assert f"0.0.0.0:{ports['metrics']}" == cli.DEFAULT_METRICS_ADDRESS
+    assert f"0.0.0.0:{ports['metrics']}" == worker_command.DEFAULT_METRICS_ADDRESS
 
     service = documents(DEPLOY / "worker-service.yaml")[0]
     assert service["kind"] == "Service"
@@ -600,9 +601,9 @@ def test_shipped_scrape_job_is_valid_prometheus_config(tmp_path: Path) -> None:
 def test_metrics_address_comes_from_the_option_or_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(cli.METRICS_ADDRESS_ENV, raising=False)
+    monkeypatch.delenv(worker_command.METRICS_ADDRESS_ENV, raising=False)
     assert cli._parser().parse_args(["worker"]).metrics_address is None
-    monkeypatch.setenv(cli.METRICS_ADDRESS_ENV, "off")
+    monkeypatch.setenv(worker_command.METRICS_ADDRESS_ENV, "off")
     assert cli._parser().parse_args(["worker"]).metrics_address == "off"
     given = cli._parser().parse_args(["worker", "--metrics-address", "127.0.0.1:9"])
     assert given.metrics_address == "127.0.0.1:9"
@@ -700,18 +701,23 @@ async def test_coalmine_worker_runs_without_metrics_when_the_default_port_is_bus
 ) -> None:
     """Only the default: a second worker on one machine still starts, and says why."""
     queue = f"metrics-{uuid.uuid4()}"
-    host, port = cli.DEFAULT_METRICS_ADDRESS.rsplit(":", 1)
+    host, port = worker_command.DEFAULT_METRICS_ADDRESS.rsplit(":", 1)
     with contextlib.ExitStack() as stack:
         holder = stack.enter_context(socket.socket())
         with contextlib.suppress(OSError):  # already busy (another worker here): just as good
             holder.bind((host, int(port)))
             holder.listen()
         line, process = await run_cli_worker(
-            dev_server_env, tmp_path, ["--task-queue", queue], {cli.METRICS_ADDRESS_ENV: ""}
+            dev_server_env,
+            tmp_path,
+            ["--task-queue", queue],
+            {worker_command.METRICS_ADDRESS_ENV: ""},
         )
         code, rest = await stop(process)
     assert f"polling task queue {queue} on default; metrics off".encode() in line, line
-    assert f"no metrics: the default address {cli.DEFAULT_METRICS_ADDRESS}".encode() in rest
+    assert (
+        f"no metrics: the default address {worker_command.DEFAULT_METRICS_ADDRESS}".encode() in rest
+    )
     assert code == 0
 
 
