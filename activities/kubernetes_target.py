@@ -129,9 +129,13 @@ class KubernetesTarget:
     def primary_readiness(self) -> Readiness:
         return _readiness(self._read_deployment(self.primary_name), self.namespace)
 
-    def promote(self) -> None:
-        """Copy the canary's pod template (relabelled) and rollout settings to the primary."""
+    def promote(self, revision: str | None = None) -> str:
+        """Copy the canary's pod template (relabelled) and rollout settings to the primary,
+        exactly as read, while the template is `revision` (None: any); answer its revision."""
         target = self._read_deployment(self.name)
+        found = template_revision(target["spec"]["template"])
+        if revision is not None and found != revision:
+            return found
         label, value = _selector_label(target, self.namespace, self.name)
         primary = self._read_deployment(self.primary_name)
         desired = _promoted_fields(target["spec"], label, value)
@@ -141,14 +145,14 @@ class KubernetesTarget:
         patch: dict[str, Any] = {}
         if spec_patch := kube_client.merge_patch(current, desired):
             patch["spec"] = spec_patch
-        revision = template_revision(target["spec"]["template"])
         annotations = primary["metadata"].get("annotations") or {}
-        if annotations.get(REVISION_ANNOTATION) != revision:
-            patch["metadata"] = {"annotations": {REVISION_ANNOTATION: revision}}
+        if annotations.get(REVISION_ANNOTATION) != found:
+            patch["metadata"] = {"annotations": {REVISION_ANNOTATION: found}}
         if patch:
             self._patch_deployment(self.primary_name, _guarded(patch, primary))
         if self.autoscaler_name is not None:
             self._ensure_primary_autoscaler(self.autoscaler_name, update=True)
+        return found
 
     def canary_revision(self) -> str:
         return template_revision(self._read_deployment(self.name)["spec"]["template"])

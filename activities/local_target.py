@@ -198,19 +198,23 @@ class LocalTarget:
     def primary_readiness(self) -> Readiness:
         return self._readiness(Role.PRIMARY)
 
-    def promote(self) -> None:
-        """Restart the primary with the canary's image; nothing to do when it already runs
-        the canary's revision."""
+    def promote(self, revision: str | None = None) -> str:
+        """Restart the primary with the canary's image while the canary is `revision` (None:
+        any); nothing to do when the primary already runs it. The primary's port is fixed, so
+        the primary is down until the new one listens: traffic must be off it first."""
         with self._locked():
             primary = self._read(Role.PRIMARY)
             image = self._canary_image()
-            expected = revision(self.settings.command, image, self.settings.env)
+            found = self._canary_revision(primary)
+            if revision is not None and found != revision:
+                return found
             if self._alive(primary.process):
                 assert primary.process is not None
-                if primary.process.revision == expected:
-                    return
+                if primary.process.revision == found:
+                    return found
             self._stop(Role.PRIMARY, primary)
             self._start(Role.PRIMARY, image)
+            return found
 
     def canary_revision(self) -> str:
         return self._canary_revision(self._read(Role.PRIMARY))

@@ -97,9 +97,11 @@ class RolloutActivities:
             return target.primary_readiness() if request.primary else target.canary_readiness()
 
     @activity.defn(name=contract.PROMOTE_PRIMARY)
-    def promote_primary(self, request: contract.CanaryRequest) -> None:
+    def promote_primary(self, request: contract.PromoteRequest) -> contract.Promotion:
         with permanent_errors():
-            self._target(request.canary).promote()
+            found = self._target(request.canary).promote(request.revision)
+            copied = request.revision is None or found == request.revision
+            return contract.Promotion(copied=copied, canary_revision=found)
 
     @activity.defn(name=contract.SET_ROUTES)
     def set_routes(self, request: contract.RoutesRequest) -> None:
@@ -118,9 +120,16 @@ class RolloutActivities:
 
     @activity.defn(name=contract.OBSERVE)
     async def observe(self, request: contract.ObserveRequest) -> StepObservation:
-        """Run the rollout hooks (they may drive load), ask the traffic gates, read metrics."""
+        """Read the canary's readiness and revision; when it is ready and still the revision
+        under analysis, run the rollout hooks (they may drive load), ask the traffic gates and
+        read the metrics."""
         canary = request.canary
         analysis = canary.spec.analysis
+        ready, readiness, revision = await asyncio.to_thread(self._canary_state, canary)
+        if not ready or (request.checksum and revision != request.checksum):
+            return StepObservation(
+                canary_ready=ready, canary_readiness=readiness, canary_revision=revision
+            )
         webhooks = [
             await _call(canary, hook, request.phase, request.checksum)
             for hook in analysis.webhooks_of(WebhookType.ROLLOUT)
@@ -132,7 +141,24 @@ class RolloutActivities:
         metrics = [
             await asyncio.to_thread(self._measure, canary, metric) for metric in analysis.metrics
         ]
-        return StepObservation(webhooks=webhooks, traffic_gates=gates, metrics=metrics)
+        return StepObservation(
+            webhooks=webhooks,
+            traffic_gates=gates,
+            metrics=metrics,
+            canary_ready=ready,
+            canary_readiness=readiness,
+            canary_revision=revision,
+        )
+
+    def _canary_state(self, canary: Canary) -> tuple[bool, str, str | None]:
+        """Readiness, its message and the revision; a target that cannot be read counts as
+        not ready (the canary loses its traffic until it can be read again)."""
+        try:
+            target = self._target(canary)
+            readiness = target.canary_readiness()
+            return readiness.ready, readiness.message, target.canary_revision()
+        except Exception as error:
+            return False, f"cannot read the canary: {error}", None
 
     def _measure(self, canary: Canary, metric: Metric) -> MetricObservation:
         address = metric.metrics_server or canary.spec.analysis.metrics_server

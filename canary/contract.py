@@ -64,6 +64,19 @@ class Readiness(BaseModel):
     message: str
 
 
+class PromoteRequest(BaseModel):
+    canary: Canary
+    revision: str | None = None
+    """The analysed revision: the target copies the canary only while it still runs it.
+    None copies whatever the canary runs (rollouts started before this check existed)."""
+
+
+class Promotion(BaseModel):
+    copied: bool
+    """False when the canary no longer runs the analysed revision: nothing was changed."""
+    canary_revision: str
+
+
 class RoutesRequest(BaseModel):
     canary: Canary
     routes: Routes
@@ -81,7 +94,8 @@ class WebhooksResult(BaseModel):
 
 
 class ObserveRequest(BaseModel):
-    """One analysis step's reads: the rollout (and traffic-gate) webhooks, then every metric.
+    """One analysis step's reads: the canary's readiness and revision, then (when it is ready
+    and still `checksum`) the rollout (and traffic-gate) webhooks and every metric.
 
     The activity answers with a `canary.decision.StepObservation`."""
 

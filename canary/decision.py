@@ -32,6 +32,8 @@ class Action(StrEnum):
     HALT = "halt"
     ROLLBACK = "rollback"
     PROMOTE = "promote"
+    RESTART = "restart"
+    """A new revision: all traffic back to the primary, failed checks reset, analysis again."""
 
 
 class Routes(BaseModel):
@@ -43,6 +45,7 @@ class Routes(BaseModel):
 
 
 ALL_TO_PRIMARY = Routes(primary_weight=100, canary_weight=0)
+ALL_TO_CANARY = Routes(primary_weight=0, canary_weight=100)
 
 
 class StepObservation(BaseModel):
@@ -51,6 +54,12 @@ class StepObservation(BaseModel):
     webhooks: list[WebhookObservation] = Field(default_factory=list)
     traffic_gates: list[WebhookObservation] = Field(default_factory=list)
     metrics: list[MetricObservation] = Field(default_factory=list)
+    canary_ready: bool = True
+    canary_readiness: str = ""
+    """Why the canary is not ready, as the target says."""
+    canary_revision: str | None = None
+    """The revision the canary runs now; None when it was not read, which counts as unchanged
+    (observations recorded before the target was read with every step)."""
 
 
 class Decision(BaseModel):
@@ -63,33 +72,87 @@ class Decision(BaseModel):
 def start_analysis(canary: Canary, status: CanaryStatus, now: datetime) -> Decision:
     """The first step: send the canary its first traffic (no analysis: it has none yet)."""
     target = canary.target
-    analysis = canary.spec.analysis
     events = [Event(time=now, message=messages.starting(target), kind=EventKind.STARTED)]
-    strategy = analysis.strategy
-    routes: Routes | None = None
-    if strategy == Strategy.CANARY:
-        weight = analysis.weights[0]
-        routes = Routes(primary_weight=100 - weight, canary_weight=weight)
-        message = messages.advance_weight(target, weight)
-        events.append(Event(time=now, message=message, kind=EventKind.ADVANCED))
-    elif strategy == Strategy.AB_TESTING:
-        routes = Routes(primary_weight=0, canary_weight=100)
-        events.append(Event(time=now, message=messages.routing_match(target)))
-    elif strategy == Strategy.BLUE_GREEN_MIRROR:
-        weight = analysis.mirror_weight or 100
-        routes = Routes(primary_weight=100, canary_weight=weight, mirror=True)
-        events.append(Event(time=now, message=messages.routing_mirror(target, weight)))
+    routes, event = _first_routes(canary, now)
+    if event is not None:
+        events.append(event)
     next_status = _with_routes(status, routes).model_copy(update={"phase": Phase.PROGRESSING})
     return Decision(action=Action.ADVANCE, status=next_status.with_events(*events), routes=routes)
+
+
+def _first_routes(canary: Canary, now: datetime) -> tuple[Routes | None, Event | None]:
+    """The routes that start the strategy's analysis, and the event that announces them."""
+    target = canary.target
+    analysis = canary.spec.analysis
+    strategy = analysis.strategy
+    if strategy == Strategy.CANARY:
+        weight = analysis.weights[0]
+        message = messages.advance_weight(target, weight)
+        return (
+            Routes(primary_weight=100 - weight, canary_weight=weight),
+            Event(time=now, message=message, kind=EventKind.ADVANCED),
+        )
+    if strategy == Strategy.AB_TESTING:
+        return ALL_TO_CANARY, Event(time=now, message=messages.routing_match(target))
+    if strategy == Strategy.BLUE_GREEN_MIRROR:
+        weight = analysis.mirror_weight or 100
+        message = messages.routing_mirror(target, weight)
+        return Routes(primary_weight=100, canary_weight=weight, mirror=True), Event(
+            time=now, message=message
+        )
+    return None, None
+
+
+def restart_analysis(
+    canary: Canary, status: CanaryStatus, revision: str, now: datetime
+) -> Decision:
+    """A new revision of the canary: all traffic to the primary, checks reset, start over."""
+    message = messages.new_revision_restart(canary.target)
+    status = status.model_copy(
+        update={
+            "revision": revision,
+            "failed_checks": 0,
+            "iteration": 0,
+            "metrics": [],
+            "canary_unready_since": None,
+            "phase": Phase.PROGRESSING,
+        }
+    )
+    event = Event(time=now, message=message, kind=EventKind.STARTED)
+    return Decision(
+        action=Action.RESTART,
+        status=_with_routes(status, ALL_TO_PRIMARY).with_events(event),
+        routes=ALL_TO_PRIMARY,
+    )
 
 
 def decide(
     canary: Canary, status: CanaryStatus, observation: StepObservation, now: datetime
 ) -> Decision:
-    """Judge one analysis step and say what to do next."""
+    """Judge one analysis step and say what to do next.
+
+    The canary's revision and readiness come before everything, pause included: a new revision
+    restarts the analysis, and a canary that is not ready loses its traffic at once.
+    """
+    revision = observation.canary_revision
+    if revision is not None and status.revision is not None and revision != status.revision:
+        return restart_analysis(canary, status, revision, now)
+    if not observation.canary_ready:
+        return _canary_not_ready(canary, status, observation.canary_readiness, now)
+    status = status.model_copy(update={"canary_unready_since": None})
     if status.paused:
         return Decision(action=Action.WAIT, status=status)
     target = canary.target
+    routes, event = _first_routes(canary, now)
+    if routes is not None and not _routed_to_canary(status):
+        # The canary lost its traffic while it was not ready: its metrics saw no traffic, so
+        # judge nothing now and give it back the first step's share.
+        status = _with_routes(status, routes)
+        return Decision(
+            action=Action.ADVANCE,
+            status=status.with_events(event) if event is not None else status,
+            routes=routes,
+        )
     metric_statuses, failure = _evaluate(canary, observation)
     status = status.model_copy(update={"metrics": metric_statuses})
     if failure is not None:
@@ -134,6 +197,26 @@ def failed_check(canary: Canary, status: CanaryStatus, message: str, now: dateti
     events.append(Event(time=now, message=reason, warning=True, kind=EventKind.ROLLED_BACK))
     status = status.model_copy(update={"reason": reason}).with_events(*events)
     return Decision(action=Action.ROLLBACK, status=status)
+
+
+def _canary_not_ready(canary: Canary, status: CanaryStatus, detail: str, now: datetime) -> Decision:
+    """Traffic back to the primary at once; a failed check; past the deadline, a rollback."""
+    target = canary.target
+    since = status.canary_unready_since or now
+    routes = None if not _routed_to_canary(status) else ALL_TO_PRIMARY
+    status = _with_routes(status, routes).model_copy(update={"canary_unready_since": since})
+    deadline = canary.spec.progress_deadline_seconds
+    if (now - since).total_seconds() >= deadline:
+        reason = messages.rolling_back_deadline(target, detail)
+        event = Event(time=now, message=reason, warning=True, kind=EventKind.ROLLED_BACK)
+        status = status.model_copy(update={"reason": reason}).with_events(event)
+        return Decision(action=Action.ROLLBACK, status=status, routes=routes)
+    decision = failed_check(canary, status, messages.halt_canary_not_ready(target, detail), now)
+    return decision.model_copy(update={"routes": routes})
+
+
+def _routed_to_canary(status: CanaryStatus) -> bool:
+    return status.canary_weight > 0
 
 
 def _with_routes(status: CanaryStatus, routes: Routes | None) -> CanaryStatus:

@@ -32,6 +32,26 @@ def new_revision(target: str) -> str:
     return f"New revision detected! Scaling up {target}"
 
 
+def new_revision_restart(target: str) -> str:
+    return f"New revision detected! Restarting analysis for {target}"
+
+
+def halt_canary_not_ready(target: str, detail: str) -> str:
+    return f"Halt {target} advancement canary not ready: {detail}"
+
+
+def promotion_failed(target: str, detail: str, serving: str) -> str:
+    return f"Promotion of {target} failed: the primary is not ready: {detail}; {serving}"
+
+
+def canary_serves(target: str, version: str) -> str:
+    return f"the canary {target} ({version}) serves all traffic"
+
+
+def nothing_ready(target: str) -> str:
+    return f"neither the primary nor the canary of {target} is ready: traffic left as it was"
+
+
 def initialization_done(target: str) -> str:
     return f"Initialization done! {target}"
 

@@ -64,10 +64,12 @@ class EventKind(StrEnum):
     WAITING = "waiting"
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled-back"
+    PROMOTION_FAILED = "promotion-failed"
+    """The primary did not take the new version; the analysed canary serves all traffic."""
 
     @property
     def severity(self) -> Severity:
-        if self == EventKind.ROLLED_BACK:
+        if self in (EventKind.ROLLED_BACK, EventKind.PROMOTION_FAILED):
             return Severity.ERROR
         return Severity.WARN if self == EventKind.HALTED else Severity.INFO
 
@@ -93,6 +95,8 @@ class CanaryStatus(BaseModel):
     events: list[Event] = Field(default_factory=list)
     reason: str | None = None
     """Why the rollout failed (or was promoted early); None while it runs."""
+    canary_unready_since: datetime | None = None
+    """When an analysis step first found the canary not ready; None while it is ready."""
 
     def with_events(self, *events: Event) -> "CanaryStatus":
         return self.model_copy(update={"events": [*self.events, *events][-MAX_EVENTS:]})

@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from canary import contract, messages
     from canary.decision import (
+        ALL_TO_CANARY,
         ALL_TO_PRIMARY,
         Action,
         Decision,
@@ -22,11 +23,13 @@ with workflow.unsafe.imports_passed_through():
         StepObservation,
         decide,
         failed_check,
+        restart_analysis,
         start_analysis,
     )
     from canary.details import status_markdown
     from canary.spec import WebhookType
     from canary.status import CanaryStatus, Event, EventKind, Phase
+    from canary.targets import ROUTE_SETTLE_SECONDS, traits
     from workflows import search_attributes
     from workflows.rollout_metrics import RolloutMetrics
 
@@ -39,6 +42,10 @@ RETRY_IO = RetryPolicy(
 KUBE_TIMEOUT = timedelta(seconds=30)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 READY_POLL_MAX = timedelta(seconds=10)
+SAFE_ROLLOUT = "safe-rollout"
+"""Patch: the primary is ready before it gets traffic; promotion keeps traffic on ready
+workloads and copies only the analysed revision; a failed promotion leaves the canary serving.
+Rollouts whose history lacks it run the code they started with."""
 
 
 class StepFailed(Exception):
@@ -53,6 +60,18 @@ class RollBack(Exception):
     """Leaves whatever stage the rollout is in; carries the reason into the rollback."""
 
 
+class NewRevision(Exception):
+    """The canary no longer runs the revision under analysis: the analysis starts over."""
+
+
+class NotReady(Exception):
+    """A workload was not ready by the progress deadline; the message is the target's."""
+
+
+class PromotionFailed(Exception):
+    """The primary did not take the new version; the message says why."""
+
+
 @workflow.defn(name="CanaryWorkflow")
 class CanaryWorkflow:
     @workflow.init
@@ -65,9 +84,11 @@ class CanaryWorkflow:
         self._unsent: list[Event] = []
         self._published: dict[str, object] = {}
         self._metrics = RolloutMetrics(request.canary)
+        self._safe = False
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
+        self._safe = workflow.patched(SAFE_ROLLOUT)
         try:
             if await self._initialize(request.image):
                 await self._roll_out()
@@ -75,6 +96,8 @@ class CanaryWorkflow:
             await self._roll_back(str(rollback))
         except StepFailed as failure:
             await self._roll_back(messages.rolling_back_error(self._canary.target, str(failure)))
+        except PromotionFailed as failure:
+            await self._promotion_failed(str(failure))
         await self._publish()
         self._metrics.finish(self._status)
         return self._status
@@ -135,11 +158,23 @@ class CanaryWorkflow:
         await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
         await self._scale_up()
         await self._pre_rollout()
-        if not self._canary.spec.skip_analysis:
-            await self._analyse()
-        if not self._promote_requested:
-            await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
-        await self._promote()
+        if not self._safe:
+            if not self._canary.spec.skip_analysis:
+                await self._analyse()
+            if not self._promote_requested:
+                await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
+            await self._promote_unchecked()
+            return
+        while True:
+            try:
+                if not self._canary.spec.skip_analysis:
+                    await self._analyse()
+                if not self._promote_requested:
+                    await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
+                await self._promote()
+                return
+            except NewRevision:
+                await self._restart()
 
     async def _initialize(self, image: str | None) -> bool:
         """Create the primary and route to it; False when there is nothing to roll out."""
@@ -148,6 +183,8 @@ class CanaryWorkflow:
             contract.INITIALIZE, contract.CanaryRequest(canary=self._canary), contract.TargetState
         )
         self._primary_replicas = max(state.primary_replicas, 1)
+        if self._safe:
+            await self._wait_until_ready(primary=True)
         await self._set_routes(ALL_TO_PRIMARY, force=True)
         revision = state.canary_revision
         if image is not None:
@@ -168,7 +205,14 @@ class CanaryWorkflow:
         self._set_phase(Phase.PROGRESSING)
         self._event(messages.new_revision(self._canary.target))
         await self._scale_canary(self._primary_replicas)
-        await self._wait_ready(primary=False)
+        await self._wait_until_ready(primary=False)
+
+    async def _restart(self) -> None:
+        """After a new revision was detected (traffic is on the primary): run it as the canary."""
+        self._promote_requested = False
+        await self._settle_routes()
+        await self._scale_canary(self._primary_replicas)
+        await self._wait_until_ready(primary=False)
 
     async def _pre_rollout(self) -> None:
         """Run pre-rollout hooks until they pass; each failure is a failed check."""
@@ -211,13 +255,82 @@ class CanaryWorkflow:
             step += 1
 
     async def _promote(self) -> None:
+        """Copy the analysed revision to the primary, with traffic on ready workloads only.
+
+        The canary must be ready: it serves while the primary is replaced. Where the primary
+        is replaced in place, its share moves to the canary first. If the primary is not ready
+        by the deadline, the canary keeps serving (PromotionFailed)."""
+        target = self._canary.target
+        self._set_phase(Phase.PROMOTING)
+        await self._wait_until_ready(primary=False)
+        if traits(self._canary).primary_replaced_in_place:
+            await self._set_routes(ALL_TO_CANARY)
+            await self._settle_routes()
+        primary = f"{self._canary.spec.target_ref.name}-primary.{self._canary.metadata.namespace}"
+        self._event(messages.copying_template(target, primary))
+        request = contract.PromoteRequest(canary=self._canary, revision=self._status.revision)
+        promotion = await self._activity(
+            contract.PROMOTE_PRIMARY, request, contract.Promotion, summary="promote primary"
+        )
+        if not promotion.copied:
+            await self._apply(
+                restart_analysis(
+                    self._canary, self._status, promotion.canary_revision, workflow.now()
+                )
+            )
+        try:
+            await self._wait_ready(primary=True)
+            self._event(messages.routing_all_to_primary(target))
+            await self._set_routes(ALL_TO_PRIMARY)
+        except (NotReady, StepFailed) as failure:
+            raise PromotionFailed(str(failure)) from None
+        self._set_phase(Phase.FINALISING)
+        await self._settle_routes()
+        try:
+            await self._scale_canary(0)
+        except StepFailed as failure:
+            message = f"Promotion of {target} done, but the canary could not be scaled down: "
+            self._event(message + failure.reason, warning=True)
+        await self._webhooks([WebhookType.POST_ROLLOUT], report_failures=True)
+        self._set_phase(Phase.SUCCEEDED)
+        self._event(messages.promotion_completed(target), kind=EventKind.PROMOTED)
+
+    async def _promotion_failed(self, detail: str) -> None:
+        """The analysed canary keeps serving (all traffic when it is ready); the verdict is
+        Failed. Never raises."""
+        target = self._canary.target
+        serving = messages.nothing_ready(target)
+        try:
+            readiness = await self._activity(
+                contract.READINESS,
+                contract.ReadinessRequest(canary=self._canary, primary=False),
+                contract.Readiness,
+                summary="is the canary ready",
+            )
+            if readiness.ready:
+                await self._set_routes(ALL_TO_CANARY)
+                version = self._status.image or self._status.revision or "new version"
+                serving = messages.canary_serves(target, version)
+        except StepFailed as failure:
+            serving = f"{serving} ({failure.reason})"
+        reason = messages.promotion_failed(target, detail, serving)
+        self._event(reason, warning=True, kind=EventKind.PROMOTION_FAILED)
+        self._status = self._status.model_copy(update={"reason": reason})
+        try:
+            await self._webhooks([WebhookType.POST_ROLLOUT], report_failures=True)
+        except StepFailed as failure:
+            self._event(f"Post-rollout hooks of {target} failed: {failure.reason}", warning=True)
+        self._set_phase(Phase.FAILED)
+
+    async def _promote_unchecked(self) -> None:
+        """Promotion as rollouts started before SAFE_ROLLOUT run it."""
         target = self._canary.target
         self._set_phase(Phase.PROMOTING)
         primary = f"{self._canary.spec.target_ref.name}-primary.{self._canary.metadata.namespace}"
         self._event(messages.copying_template(target, primary))
-        request = contract.CanaryRequest(canary=self._canary)
-        await self._activity(contract.PROMOTE_PRIMARY, request, type(None))
-        await self._wait_ready(primary=True)
+        request = contract.PromoteRequest(canary=self._canary)
+        await self._activity(contract.PROMOTE_PRIMARY, request, contract.Promotion | None)
+        await self._wait_until_ready(primary=True)
         self._event(messages.routing_all_to_primary(target))
         await self._set_routes(ALL_TO_PRIMARY)
         self._set_phase(Phase.FINALISING)
@@ -240,6 +353,8 @@ class CanaryWorkflow:
             self._event(message + failure.reason, warning=True)
         else:
             try:
+                if self._safe:
+                    await self._settle_routes()
                 await self._scale_canary(0)
             except StepFailed as failure:
                 message = f"Rollback of {target} incomplete: cannot scale the canary down: "
@@ -277,8 +392,17 @@ class CanaryWorkflow:
                 announced = True
             await self._wait_interval(f"waiting for {kind}")
 
+    async def _wait_until_ready(self, primary: bool) -> None:
+        """Wait for readiness; past the progress deadline, roll back."""
+        try:
+            await self._wait_ready(primary)
+        except NotReady as not_ready:
+            raise RollBack(
+                messages.rolling_back_deadline(self._canary.target, str(not_ready))
+            ) from None
+
     async def _wait_ready(self, primary: bool) -> None:
-        """Poll readiness until ready or the progress deadline; past it, roll back."""
+        """Poll readiness until ready; NotReady past the progress deadline."""
         deadline = workflow.now() + timedelta(seconds=self._canary.spec.progress_deadline_seconds)
         poll = min(timedelta(seconds=self._canary.spec.analysis.interval), READY_POLL_MAX)
         which = "primary" if primary else "canary"
@@ -290,9 +414,7 @@ class CanaryWorkflow:
             if readiness.ready:
                 return
             if workflow.now() >= deadline:
-                raise RollBack(
-                    messages.rolling_back_deadline(self._canary.target, readiness.message)
-                )
+                raise NotReady(readiness.message)
             self._raise_if_aborted()
             await self._publish()
             await workflow.sleep(poll, summary=f"waiting for the {which} to be ready")
@@ -317,6 +439,12 @@ class CanaryWorkflow:
                 return
             await self._publish()
             await workflow.wait_condition(lambda: self._interrupted or not self._status.paused)
+
+    async def _settle_routes(self) -> None:
+        """Give the router time to apply new weights before a workload that lost them stops."""
+        await workflow.sleep(
+            timedelta(seconds=ROUTE_SETTLE_SECONDS), summary="let the router apply the weights"
+        )
 
     @property
     def _interrupted(self) -> bool:
@@ -396,10 +524,12 @@ class CanaryWorkflow:
         )
         for event in new_events:
             self._record(event)
-        if decision.action == Action.ROLLBACK:
-            raise RollBack(decision.status.reason or "rollback")
         if decision.routes is not None:
             await self._set_routes(decision.routes)
+        if decision.action == Action.ROLLBACK:
+            raise RollBack(decision.status.reason or "rollback")
+        if decision.action == Action.RESTART:
+            raise NewRevision()
 
     def _steps(self) -> int:
         analysis = self._canary.spec.analysis
@@ -472,7 +602,7 @@ class CanaryWorkflow:
         self,
         name: str,
         arg: Any,
-        result_type: type,
+        result_type: Any,
         timeout: timedelta = KUBE_TIMEOUT,
         summary: str | None = None,
     ) -> Any:

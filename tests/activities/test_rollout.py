@@ -16,6 +16,7 @@ from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
 from canary import contract
 from canary.spec import Canary
+from activities.kubernetes_target import template_revision
 from canary.status import CanaryStatus, Phase
 from tests.support.exporter import MetricsExporter
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
@@ -181,12 +182,48 @@ async def test_failing_rollout_leaves_the_primary_and_routes_everything_to_it(
 async def test_observe_reports_unreachable_metrics_and_hooks_as_observations(
     kube: ServedEmulator,
 ) -> None:
+    seed(kube, "x")
     closed = f"http://127.0.0.1:{free_port()}"
     activities = RolloutActivities(lambda: kube.api, closed)
     request = contract.ObserveRequest(canary=canary("x", closed, closed), phase=Phase.PROGRESSING)
     observation = await ActivityEnvironment().run(activities.observe, request)
+    assert observation.canary_ready
     assert [hook.ok for hook in observation.webhooks] == [False]
     assert "connection refused" in observation.webhooks[0].message
     assert [metric.value for metric in observation.metrics] == [None, None]
     for metric in observation.metrics:
         assert metric.error == f"metrics unavailable: prometheus at {closed}: connection refused"
+
+
+async def test_observe_reads_the_canary_first_and_skips_the_analysis_when_it_changed(
+    kube: ServedEmulator, receiver: Receiver
+) -> None:
+    """Not ready, or no longer the revision under analysis: no hook is called, no metric read."""
+    seed(kube, "changed")
+    closed = f"http://127.0.0.1:{free_port()}"
+    activities = RolloutActivities(lambda: kube.api, closed)
+    spec = canary("changed", receiver.url, closed)
+    revision = template_revision(kube.get(DEPLOYMENTS, "changed", "podinfo")["spec"]["template"])
+    current = contract.ObserveRequest(canary=spec, phase=Phase.PROGRESSING, checksum=revision)
+    observation = await ActivityEnvironment().run(activities.observe, current)
+    assert (observation.canary_ready, observation.canary_revision) == (True, revision)
+    assert len(observation.metrics) == 2
+    calls = len(receiver.bodies)
+
+    older = current.model_copy(update={"checksum": "an-older-revision"})
+    observation = await ActivityEnvironment().run(activities.observe, older)
+    assert observation.canary_revision == revision
+    assert (observation.webhooks, observation.metrics) == ([], [])
+
+    deployment = kube.get(DEPLOYMENTS, "changed", "podinfo")
+    kube.set_status(DEPLOYMENTS, "changed", "podinfo", {**deployment["status"], "readyReplicas": 1})
+    observation = await ActivityEnvironment().run(activities.observe, current)
+    assert not observation.canary_ready
+    assert "1 of 2 replicas ready" in observation.canary_readiness
+    assert (observation.webhooks, observation.metrics) == ([], [])
+    assert len(receiver.bodies) == calls
+
+    absent = current.model_copy(update={"canary": canary("absent", receiver.url, closed)})
+    observation = await ActivityEnvironment().run(activities.observe, absent)
+    assert not observation.canary_ready
+    assert observation.canary_readiness.startswith("cannot read the canary: ")

@@ -47,6 +47,8 @@ class FakePlatform:
     observed_weights: list[int] = field(default_factory=list)
     notifications: list[contract.Notification] = field(default_factory=list)
     promotions: int = 0
+    canary_revision: str | None = None
+    """What the canary runs now (set_canary_image sets it); None: the primary's revision."""
     task_queue: str = field(default_factory=lambda: f"test-{uuid.uuid4()}")
 
     def _weight(self) -> int:
@@ -77,7 +79,8 @@ class FakePlatform:
     @activity.defn(name=contract.SET_CANARY_IMAGE)
     async def set_canary_image(self, request: contract.ImageRequest) -> str:
         self.images.append(request.image)
-        return f"rev-{request.image}"
+        self.canary_revision = f"rev-{request.image}"
+        return self.canary_revision
 
     @activity.defn(name=contract.SCALE_CANARY)
     async def scale_canary(self, request: contract.ScaleRequest) -> None:
@@ -89,8 +92,12 @@ class FakePlatform:
         return contract.Readiness(ready=ready, message="0 of 2 replicas ready")
 
     @activity.defn(name=contract.PROMOTE_PRIMARY)
-    async def promote_primary(self, request: contract.CanaryRequest) -> None:
+    async def promote_primary(self, request: contract.PromoteRequest) -> contract.Promotion:
+        found = self.canary_revision or self.primary_revision
+        if request.revision is not None and request.revision != found:
+            return contract.Promotion(copied=False, canary_revision=found)
         self.promotions += 1
+        return contract.Promotion(copied=True, canary_revision=found)
 
     @activity.defn(name=contract.SET_ROUTES)
     async def set_routes(self, request: contract.RoutesRequest) -> None:
@@ -106,6 +113,7 @@ class FakePlatform:
         return StepObservation(
             webhooks=[self._hook(hook.name) for hook in hooks],
             metrics=self._metrics()(weight),
+            canary_revision=self.canary_revision or self.primary_revision,
         )
 
     @activity.defn(name=contract.CALL_WEBHOOKS)
