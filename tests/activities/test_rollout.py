@@ -12,11 +12,11 @@ import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.alerts import AlertProviders
+from activities.kubernetes_target import template_revision
 from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
 from canary import contract
 from canary.spec import Canary
-from activities.kubernetes_target import template_revision
 from canary.status import CanaryStatus, Phase
 from tests.support.exporter import MetricsExporter
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
