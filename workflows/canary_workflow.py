@@ -413,6 +413,8 @@ class CanaryWorkflow:
             )
             if readiness.ready:
                 return
+            if self._safe and not primary and self._status.canary_weight > 0:
+                await self._set_routes(ALL_TO_PRIMARY)  # a canary that is not ready loses its share
             if workflow.now() >= deadline:
                 raise NotReady(readiness.message)
             self._raise_if_aborted()
