@@ -41,7 +41,7 @@ def halt_canary_not_ready(target: str, detail: str) -> str:
 
 
 def promotion_failed(target: str, detail: str, serving: str) -> str:
-    return f"Promotion of {target} failed: the primary is not ready: {detail}; {serving}"
+    return f"Promotion of {target} failed: {detail}; {serving}"
 
 
 def canary_serves(target: str, version: str) -> str:

@@ -2,7 +2,8 @@
 
     GET /         200 {"version": "v1"}; with --error-rate R a share R of the answers are 500s,
                   with --latency-ms L every answer waits L ms first
-    GET /healthz  200 {"status": "ok", "version": "v1"}, always at once
+    GET /healthz  200 {"status": "ok", "version": "v1"}, always at once; with --unready-on-port P
+                  503 when it listens on port P (a version that never gets ready there)
 
 Errors follow a fixed pattern, not chance: request n fails when floor(n * R) goes up, so over
 any run of requests the share of failures is R to within one request (R = 0.25 fails every
@@ -43,11 +44,17 @@ class DemoServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, port: int, version: str, error_rate: float = 0.0, latency_ms: float = 0.0
+        self,
+        port: int,
+        version: str,
+        error_rate: float = 0.0,
+        latency_ms: float = 0.0,
+        unready_on_port: int | None = None,
     ) -> None:
         if latency_ms < 0:
             raise ValueError(f"latency must not be negative (got {latency_ms:g} ms)")
         self.version = version
+        self.ready = port != unready_on_port
         self.errors = ErrorPattern(error_rate)
         self.latency_seconds = latency_ms / 1000.0
         super().__init__(("127.0.0.1", port), _Handler)
@@ -63,7 +70,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
-            self._answer(200, {"status": "ok", "version": self.server.version})
+            if self.server.ready:
+                self._answer(200, {"status": "ok", "version": self.server.version})
+            else:
+                self._answer(503, {"status": "not ready", "version": self.server.version})
         elif path == "/":
             if self.server.latency_seconds:
                 time.sleep(self.server.latency_seconds)
@@ -107,9 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", required=True, help="the version this app answers with")
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of 500s, 0 to 1")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every GET /")
+    parser.add_argument(
+        "--unready-on-port", type=int, help="answer /healthz with 503 when listening on this port"
+    )
     args = parser.parse_args(argv)
     try:
-        server = DemoServer(args.port, args.version, args.error_rate, args.latency_ms)
+        server = DemoServer(
+            args.port, args.version, args.error_rate, args.latency_ms, args.unready_on_port
+        )
     except ValueError as error:
         parser.error(str(error))
     except OSError as error:

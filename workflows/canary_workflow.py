@@ -269,9 +269,12 @@ class CanaryWorkflow:
         primary = f"{self._canary.spec.target_ref.name}-primary.{self._canary.metadata.namespace}"
         self._event(messages.copying_template(target, primary))
         request = contract.PromoteRequest(canary=self._canary, revision=self._status.revision)
-        promotion = await self._activity(
-            contract.PROMOTE_PRIMARY, request, contract.Promotion, summary="promote primary"
-        )
+        try:
+            promotion = await self._activity(
+                contract.PROMOTE_PRIMARY, request, contract.Promotion, summary="promote primary"
+            )
+        except StepFailed as failure:
+            raise PromotionFailed(str(failure)) from None  # the primary may be half replaced
         if not promotion.copied:
             await self._apply(
                 restart_analysis(
@@ -280,9 +283,12 @@ class CanaryWorkflow:
             )
         try:
             await self._wait_ready(primary=True)
-            self._event(messages.routing_all_to_primary(target))
+        except NotReady as not_ready:
+            raise PromotionFailed(f"the primary is not ready: {not_ready}") from None
+        self._event(messages.routing_all_to_primary(target))
+        try:
             await self._set_routes(ALL_TO_PRIMARY)
-        except (NotReady, StepFailed) as failure:
+        except StepFailed as failure:
             raise PromotionFailed(str(failure)) from None
         self._set_phase(Phase.FINALISING)
         await self._settle_routes()

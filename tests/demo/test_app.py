@@ -92,6 +92,26 @@ def test_healthz_answers_even_when_every_page_fails(serve: Serve) -> None:
     assert get(f"{url}/healthz")[0] == 200
 
 
+def test_is_unready_only_on_the_port_it_is_told() -> None:
+    port, other = free_port(), free_port()
+    servers = [DemoServer(p, "v2", unready_on_port=port) for p in (port, other)]
+    threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    try:
+        assert get(f"http://127.0.0.1:{port}/healthz") == (
+            503,
+            {"status": "not ready", "version": "v2"},
+        )
+        assert get(f"http://127.0.0.1:{port}/") == (200, {"version": "v2"})
+        assert get(f"http://127.0.0.1:{other}/healthz")[0] == 200
+    finally:
+        for server, thread in zip(servers, threads, strict=True):
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
 def test_the_command_line_app_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "app.log"

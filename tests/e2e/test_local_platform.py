@@ -3,141 +3,28 @@ Traefik, a `coalmine worker` process and demo apps as local processes, with load
 Traefik. Each test rolls out its own target behind its own Host rule."""
 
 import asyncio
-import json
 import subprocess
-import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.client import Client
 
-from activities.local_target import LocalTarget
-from canary.spec import Canary
-from canary.status import CanaryStatus, Phase
-from demo.load import BackgroundLoad, generate_load
-from demo.platform import SCRAPING, Platform, Ports, free_port
+from canary.status import Phase
+from demo.platform import SCRAPING, Platform
 from starter.cli import start_rollout
+from tests.e2e.rollouts import (
+    Handle,
+    canary_for,
+    connect,
+    target_under_load,
+    unique,
+    versions,
+    wait_for_weight,
+    weights_set,
+)
 from workflows.canary_workflow import CanaryWorkflow
 
-Handle = WorkflowHandle[CanaryWorkflow, CanaryStatus]
-LOAD_RATE = 30.0
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    with Platform(state_dir=tmp_path_factory.mktemp("platform"), ports=Ports.free()) as started:
-        started.start_temporal()
-        started.start_prometheus()
-        started.start_traefik()
-        started.start_worker()
-        yield started
-
-
-async def connect(platform: Platform) -> Client:
-    return await Client.connect(platform.temporal_address, data_converter=pydantic_data_converter)
-
-
-@pytest.fixture(scope="module")
-async def client(platform: Platform) -> AsyncIterator[Client]:
-    yield await connect(platform)
-
-
-def canary_for(platform: Platform, name: str, interval: str = "3s", threshold: int = 2) -> Canary:
-    return Canary.model_validate(
-        {
-            "apiVersion": "flagger.app/v1beta1",
-            "kind": "Canary",
-            "metadata": {"name": name, "namespace": "e2e"},
-            "spec": {
-                "provider": "traefik",
-                "targetRef": {"kind": "LocalProcess", "name": name},
-                "progressDeadlineSeconds": 20,
-                "service": {"port": platform.ports.web},
-                "local": {
-                    "command": f"{sys.executable} -m demo.app "
-                    "--port {{ port }} --version {{ image }}",
-                    "image": "v1",
-                    "primaryPort": free_port(),
-                    "canaryPort": free_port(),
-                    "stateDir": str(platform.state_dir / "targets"),
-                },
-                "traefik": {
-                    "configFile": str(platform.dynamic_dir / f"{name}.yaml"),
-                    "rule": f"Host(`{name}.test`)",
-                },
-                "analysis": {
-                    "interval": interval,
-                    "threshold": threshold,
-                    "maxWeight": 75,
-                    "stepWeight": 25,
-                    "metricsServer": platform.prometheus_url,
-                    "metrics": [
-                        {
-                            "name": "request-success-rate",
-                            "thresholdRange": {"min": 99},
-                            "interval": "10s",
-                        },
-                        {
-                            "name": "request-duration",
-                            "thresholdRange": {"max": 500},
-                            "interval": "10s",
-                        },
-                    ],
-                },
-            },
-        }
-    )
-
-
-@contextmanager
-def target_under_load(platform: Platform, canary: Canary) -> Iterator[None]:
-    """Load through Traefik for the target's Host while the test runs; its apps stopped after."""
-    host = f"{canary.metadata.name}.test"
-    try:
-        with BackgroundLoad(
-            platform.web_url + "/", rate=LOAD_RATE, duration=120, headers={"Host": host}
-        ):
-            yield
-    finally:
-        LocalTarget.for_canary(canary).shutdown()
-
-
-def versions(platform: Platform, canary: Canary) -> set[str]:
-    host = f"{canary.metadata.name}.test"
-    result = generate_load(
-        platform.web_url + "/", rate=50, duration=2, max_requests=40, headers={"Host": host}
-    )
-    assert result.sent == 40
-    return set(result.versions)
-
-
-async def wait_for_weight(handle: Handle, weight: int) -> None:
-    for _ in range(300):
-        if (await handle.query(CanaryWorkflow.status)).canary_weight >= weight:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the canary never reached weight {weight}")
-
-
-async def weights_set(handle: Handle) -> list[int]:
-    """The weights of every set_routes call, from the summaries in the event history."""
-    history = await handle.fetch_history()
-    found = []
-    for event in history.events:
-        summary = event.user_metadata.summary.data
-        if event.HasField("marker_recorded_event_attributes") and summary:
-            text = json.loads(summary)
-            if text.startswith("set weight "):
-                found.append(int(text.removeprefix("set weight ")))
-    return found
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:6]}"
+PROMOTED_WEIGHTS = [0, 25, 50, 75, 100, 0]
+"""The canary's weights: the steps, then the primary's share while the primary is replaced."""
 
 
 async def test_healthy_version_is_promoted_and_then_serves_all_requests(
@@ -150,7 +37,7 @@ async def test_healthy_version_is_promoted_and_then_serves_all_requests(
         result = await handle.result()
         assert result.phase == Phase.SUCCEEDED, [event.message for event in result.events]
         assert versions(platform, canary) == {"v2"}
-    assert await weights_set(handle) == [0, 25, 50, 75, 0]
+    assert await weights_set(handle) == PROMOTED_WEIGHTS
 
 
 async def test_faulty_version_is_rolled_back_and_the_old_one_serves_all_requests(
@@ -182,7 +69,7 @@ async def test_a_killed_worker_is_replaced_and_no_step_repeats_or_is_skipped(
         result = await handle.result()
         assert result.phase == Phase.SUCCEEDED, [event.message for event in result.events]
         assert versions(platform, canary) == {"v2"}
-    assert await weights_set(handle) == [0, 25, 50, 75, 0]
+    assert await weights_set(handle) == PROMOTED_WEIGHTS
     advances = [e.message for e in result.events if e.message.startswith("Advance")]
     assert advances == [f"Advance {canary.target} canary weight {w}" for w in (25, 50, 75)]
 
@@ -202,7 +89,7 @@ async def test_a_killed_temporal_server_restarts_on_its_database_and_the_rollout
         result = await resumed.result()
         assert result.phase == Phase.SUCCEEDED, [event.message for event in result.events]
         assert versions(platform, canary) == {"v2"}
-    assert await weights_set(resumed) == [0, 25, 50, 75, 0]
+    assert await weights_set(resumed) == PROMOTED_WEIGHTS
 
 
 async def test_prometheus_down_halts_with_metrics_unavailable_and_rolls_back_at_threshold(
