@@ -104,6 +104,12 @@ class ObserveRequest(BaseModel):
     checksum: str = ""
 
 
+class SupersedeRequest(BaseModel):
+    """Input of `supersede`: roll out this image instead, restarting the analysis."""
+
+    image: str = ""
+
+
 class ControlRequest(BaseModel):
     """Input of pause, resume, promote and abort: why, in the caller's words."""
 

@@ -36,6 +36,10 @@ def new_revision_restart(target: str) -> str:
     return f"New revision detected! Restarting analysis for {target}"
 
 
+def superseded(target: str, old: str | None, new: str) -> str:
+    return f"Rollout of {target} to {old or 'the current image'} superseded by {new}"
+
+
 def halt_canary_not_ready(target: str, detail: str) -> str:
     return f"Halt {target} advancement canary not ready: {detail}"
 

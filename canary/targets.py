@@ -11,16 +11,17 @@ class TargetTraits:
     """Promotion stops the primary before the new one runs (a LocalProcess on its fixed port),
     so the primary's share of traffic moves to the canary first. A Deployment's rolling
     update keeps the primary available instead."""
+    route_settle_seconds: float
+    """How long a workload that just lost its traffic keeps running before it is stopped, so
+    the router applies the new weights first (Traefik reloads its file in well under a second).
+    Zero for Deployments: Kubernetes takes a terminating pod out of the endpoints and gives it
+    its termination grace period to drain."""
 
 
 TRAITS = {
-    "Deployment": TargetTraits(primary_replaced_in_place=False),
-    LOCAL_KIND: TargetTraits(primary_replaced_in_place=True),
+    "Deployment": TargetTraits(primary_replaced_in_place=False, route_settle_seconds=0.0),
+    LOCAL_KIND: TargetTraits(primary_replaced_in_place=True, route_settle_seconds=1.5),
 }
-
-ROUTE_SETTLE_SECONDS = 3.0
-"""How long a router takes to apply new weights (Traefik reloads its file, Envoy receives a
-route): a workload that just lost its traffic keeps running this long before it stops."""
 
 
 def traits(canary: Canary) -> TargetTraits:

@@ -60,6 +60,14 @@ class Refused(Exception):
     """A request that cannot be carried out; the message says why (exit code 2)."""
 
 
+class AlreadyRunning(Refused):
+    """A rollout of the same target runs; `workflow_id` names it."""
+
+    def __init__(self, message: str, workflow_id: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code.
 
@@ -121,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--image", help="new image for the canary's (first) container")
     start.add_argument(
         "--wait", action="store_true", help="follow the rollout until the verdict; exit 0/1"
+    )
+    start.add_argument(
+        "--no-supersede",
+        action="store_true",
+        help="refuse when a rollout of this target runs (default: it takes --image instead)",
     )
     _json_argument(start, "print the workflow and run ids (with --wait: then as `watch --json`)")
 
@@ -225,7 +238,9 @@ async def _run_remote(args: argparse.Namespace) -> int:
     if args.command == "start":
         canary = _load(args.file).canary
         client = await connect(identity=who)
-        return await _start(client, canary, args.image, args.wait, args.json)
+        return await _start(
+            client, canary, args.image, args.wait, args.json, supersede=not args.no_supersede
+        )
     client = await connect(identity=who)
     if args.command == "list":
         rows = await list_rollouts(client, args.phase, args.namespace)
@@ -385,35 +400,73 @@ async def start_rollout(
             )
             return await start(TypedSearchAttributes.empty)
     except WorkflowAlreadyStartedError:
-        raise Refused(
+        raise AlreadyRunning(
             f"a rollout of {canary.target} is already running "
             f"(workflow {canary.workflow_id}); see `coalmine status {canary.metadata.name} "
-            f"-n {canary.metadata.namespace}`"
+            f"-n {canary.metadata.namespace}`",
+            canary.workflow_id,
         ) from None
 
 
+async def supersede_rollout(
+    client: Client, workflow_id: str, image: str
+) -> tuple[WorkflowHandle[CanaryWorkflow, CanaryStatus], str]:
+    """Make the running rollout `workflow_id` take `image`; Refused when it cannot now."""
+    handle = client.get_workflow_handle_for(CanaryWorkflow.run, workflow_id)
+    try:
+        message = await handle.execute_update(
+            CanaryWorkflow.supersede, contract.SupersedeRequest(image=image)
+        )
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        raise Refused(getattr(cause, "message", None) or str(cause)) from None
+    return handle, message
+
+
 async def _start(
-    client: Client, canary: Canary, image: str | None, wait: bool, as_json: bool
+    client: Client,
+    canary: Canary,
+    image: str | None,
+    wait: bool,
+    as_json: bool,
+    supersede: bool = True,
 ) -> int:
-    handle = await start_rollout(client, canary, image)
+    try:
+        handle = await start_rollout(client, canary, image)
+        said = f"started rollout {handle.id} of {canary.target}"
+    except AlreadyRunning as running:
+        if not supersede or image is None:
+            raise
+        handle, said = await supersede_rollout(client, running.workflow_id, image)
     if as_json:
-        run_id = handle.first_execution_run_id or handle.result_run_id
+        run_id = handle.first_execution_run_id or handle.result_run_id or handle.run_id
         print(json.dumps({"workflow_id": handle.id, "run_id": run_id}), flush=True)
     else:
-        print(f"started rollout {handle.id} of {canary.target}", flush=True)
+        print(said, flush=True)
     if not wait:
         return EXIT_OK
-    return await _follow_to_verdict(handle, canary, as_json)
+    return await _follow_to_verdict(handle, canary, as_json, image)
 
 
 async def _follow_to_verdict(
-    handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], canary: Canary, as_json: bool
+    handle: WorkflowHandle[CanaryWorkflow, CanaryStatus],
+    canary: Canary,
+    as_json: bool,
+    image: str | None = None,
 ) -> int:
-    """`watch` and `start --wait`: follow the rollout, then exit 0 Succeeded, 1 otherwise."""
+    """`watch` and `start --wait`: follow the rollout, then exit 0 Succeeded, 1 otherwise;
+    1 as well once another image superseded `image`."""
+
+    def superseded(status: CanaryStatus) -> bool:
+        return image is not None and status.image not in (None, image)
+
     try:
-        status = await watch.follow(handle, watch.choose_view(canary, as_json))
+        status = await watch.follow(handle, watch.choose_view(canary, as_json), superseded)
     except WorkflowFailureError as error:
         print(f"error: {canary.target} ended without a verdict: {error.cause}", file=sys.stderr)
+        return EXIT_FAILED
+    if superseded(status):
+        print(f"error: {canary.target}: {image} was superseded by {status.image}", file=sys.stderr)
         return EXIT_FAILED
     if not as_json:
         print(render.verdict(canary.target, status), flush=True)

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol, TextIO
 
@@ -142,9 +143,11 @@ def choose_view(canary: Canary, json_lines: bool, stream: TextIO | None = None) 
 
 
 async def follow(
-    handle: WorkflowHandle[Any, CanaryStatus], view: View | None = None
+    handle: WorkflowHandle[Any, CanaryStatus],
+    view: View | None = None,
+    until: Callable[[CanaryStatus], bool] | None = None,
 ) -> CanaryStatus:
-    """Show the rollout until it ends; return its final status.
+    """Show the rollout until it ends, or until a status meets `until`; return that status.
 
     A status query that fails (no worker for a moment) is skipped; the workflow's result
     decides when following ends. Raises what `handle.result()` raises for a run that ended
@@ -157,7 +160,11 @@ async def follow(
             with contextlib.suppress(
                 RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError
             ):
-                view.show(await handle.query(CanaryWorkflow.status, rpc_timeout=QUERY_TIMEOUT))
+                status = await handle.query(CanaryWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+                view.show(status)
+                if until is not None and until(status):
+                    final = status
+                    return final
             await asyncio.wait([result], timeout=POLL_SECONDS)
         final = result.result()
         return final

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from canary.details import status_markdown
     from canary.spec import WebhookType
     from canary.status import CanaryStatus, Event, EventKind, Phase
-    from canary.targets import ROUTE_SETTLE_SECONDS, traits
+    from canary.targets import traits
     from workflows import search_attributes
     from workflows.rollout_metrics import RolloutMetrics
 
@@ -85,6 +85,9 @@ class CanaryWorkflow:
         self._published: dict[str, object] = {}
         self._metrics = RolloutMetrics(request.canary)
         self._safe = False
+        self._new_image: str | None = None
+        if request.image is not None:
+            self._published[search_attributes.IMAGE.name] = request.image
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
@@ -138,6 +141,32 @@ class CanaryWorkflow:
             )
         if self._abort_reason is not None:
             raise ValueError(f"{self._canary.target} is being rolled back")
+
+    @workflow.update
+    def supersede(self, request: contract.SupersedeRequest) -> str:
+        """Roll out another image instead: it is set on the canary at the next step, and the
+        analysis starts over with all traffic on the primary."""
+        message = messages.superseded(
+            self._canary.target, self._new_image or self._status.image, request.image
+        )
+        self._new_image = request.image
+        self._event(message)
+        return message
+
+    @supersede.validator
+    def _validate_supersede(self, request: contract.SupersedeRequest) -> None:
+        target = self._canary.target
+        if not request.image.strip():
+            raise ValueError("supersede needs an image")
+        if not self._safe:
+            raise ValueError(f"the rollout of {target} runs an earlier version: abort it first")
+        phase = self._status.phase
+        if phase.final or phase in (Phase.PROMOTING, Phase.FINALISING):
+            raise ValueError(f"{target} is {phase}: too late for another image")
+        if self._abort_reason is not None:
+            raise ValueError(f"{target} is being rolled back")
+        if request.image == (self._new_image or self._status.image):
+            raise ValueError(f"{target} is already rolling out {request.image}")
 
     @workflow.update
     def abort(self, request: contract.ControlRequest) -> str:
@@ -207,6 +236,20 @@ class CanaryWorkflow:
         await self._scale_canary(self._primary_replicas)
         await self._wait_until_ready(primary=False)
 
+    async def _take_new_image(self, restart: bool) -> None:
+        """Set the image `supersede` asked for; with `restart`, start the analysis over
+        (raises NewRevision)."""
+        image, self._new_image = self._new_image, None
+        assert image is not None
+        request = contract.ImageRequest(canary=self._canary, image=image)
+        revision = await self._activity(contract.SET_CANARY_IMAGE, request, str)
+        self._status = self._status.model_copy(update={"image": image})
+        if restart:
+            await self._apply(
+                restart_analysis(self._canary, self._status, revision, workflow.now())
+            )
+        self._status = self._status.model_copy(update={"revision": revision})
+
     async def _restart(self) -> None:
         """After a new revision was detected (traffic is on the primary): run it as the canary."""
         self._promote_requested = False
@@ -227,6 +270,9 @@ class CanaryWorkflow:
             )
             await self._apply(failed_check(self._canary, self._status, message, workflow.now()))
             await self._wait_interval("pre-rollout retry")
+            if self._new_image is not None:
+                await self._take_new_image(restart=False)
+                await self._restart()
 
     async def _analyse(self) -> None:
         """Shift traffic step by step until the decision is to promote (or roll back)."""
@@ -235,6 +281,8 @@ class CanaryWorkflow:
         step = 1
         while not self._promote_requested:
             await self._wait_interval(f"analysis interval {step}/{steps}")
+            if self._new_image is not None:
+                await self._take_new_image(restart=True)
             if self._promote_requested:
                 break
             observation = await self._local_activity(
@@ -397,6 +445,8 @@ class CanaryWorkflow:
                 self._event(waiting(self._canary.target, refused.name), kind=EventKind.WAITING)
                 announced = True
             await self._wait_interval(f"waiting for {kind}")
+            if self._new_image is not None:
+                await self._take_new_image(restart=kind != WebhookType.CONFIRM_ROLLOUT)
 
     async def _wait_until_ready(self, primary: bool) -> None:
         """Wait for readiness; past the progress deadline, roll back."""
@@ -443,20 +493,24 @@ class CanaryWorkflow:
                 if not self._status.paused:
                     return
             self._raise_if_aborted()
-            if self._promote_requested:
+            if self._promote_requested or self._new_image is not None:
                 return
             await self._publish()
             await workflow.wait_condition(lambda: self._interrupted or not self._status.paused)
 
     async def _settle_routes(self) -> None:
         """Give the router time to apply new weights before a workload that lost them stops."""
-        await workflow.sleep(
-            timedelta(seconds=ROUTE_SETTLE_SECONDS), summary="let the router apply the weights"
-        )
+        seconds = traits(self._canary).route_settle_seconds
+        if seconds > 0:
+            await workflow.sleep(
+                timedelta(seconds=seconds), summary="let the router apply the weights"
+            )
 
     @property
     def _interrupted(self) -> bool:
-        return self._abort_reason is not None or self._promote_requested
+        return (
+            self._abort_reason is not None or self._promote_requested or self._new_image is not None
+        )
 
     def _raise_if_aborted(self) -> None:
         if self._abort_reason is not None:
@@ -601,6 +655,8 @@ class CanaryWorkflow:
             search_attributes.WEIGHT.value_set(self._status.canary_weight),
             search_attributes.FAILED_CHECKS.value_set(self._status.failed_checks),
         ]
+        if self._status.image is not None:
+            wanted.append(search_attributes.IMAGE.value_set(self._status.image))
         changed = [item for item in wanted if self._published.get(item.key.name) != item.value]
         if changed:
             workflow.upsert_search_attributes(changed)

@@ -4,6 +4,7 @@ A worker with same-name fake activities serves task queue `coalmine` in this pro
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -114,10 +116,12 @@ async def wait_for(
 ) -> CanaryStatus:
     """Poll the status of rollout `name` (namespace `test`) in-process until `condition`."""
     handle = client.get_workflow_handle_for(CanaryWorkflow.run, f"canary-test-{name}")
-    for _ in range(300):
-        status = await handle.query(CanaryWorkflow.status)
-        if condition(status):
-            return status
+    status = None
+    for _ in range(600):
+        with contextlib.suppress(RPCError):  # not started yet
+            status = await handle.query(CanaryWorkflow.status)
+            if condition(status):
+                return status
         await asyncio.sleep(0.05)
     raise AssertionError(f"{name}: condition not met; status {status}")
 
@@ -128,7 +132,9 @@ async def test_second_start_is_refused_and_controls_steer_the_rollout(
     path = spec_file(tmp_path, "steered", interval="30s")
     first = await coalmine("start", "-f", str(path), "--image", "v2", address=address)
     assert first.code == 0, first.err
-    second = await coalmine("start", "-f", str(path), "--image", "v3", address=address)
+    second = await coalmine(
+        "start", "-f", str(path), "--image", "v3", "--no-supersede", address=address
+    )
     assert second.code == 2
     assert "a rollout of steered.test is already running" in second.err
     assert "Traceback" not in second.err
@@ -152,6 +158,28 @@ async def test_second_start_is_refused_and_controls_steer_the_rollout(
     late = await coalmine("abort", "steered", "-n", "test", address=address)
     assert late.code == 2
     assert late.err.strip() == "error: the rollout of steered.test has already ended (Succeeded)"
+
+
+async def test_a_second_start_supersedes_the_image_and_the_first_waiting_job_exits_1(
+    platform: FakePlatform, address: str, dev_server_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    path = spec_file(tmp_path, "superseded", interval="2s")
+    first_job = asyncio.create_task(
+        coalmine("start", "-f", str(path), "--image", "v2", "--wait", address=address)
+    )
+    await wait_for(dev_server_env.client, "superseded", lambda status: status.canary_weight > 0)
+    second = await coalmine("start", "-f", str(path), "--image", "v3", "--wait", address=address)
+    first = await first_job
+    assert first.code == 1, first.err
+    assert first.err.strip().endswith("superseded.test: v2 was superseded by v3")
+    assert second.code == 0, second.err
+    assert "Rollout of superseded.test to v2 superseded by v3" in second.out
+    assert "New revision detected! Restarting analysis for superseded.test" in second.out
+    assert second.out.strip().endswith("superseded.test: Succeeded")
+    assert platform.images[-2:] == ["v2", "v3"]
+    status = await coalmine("status", "superseded", "-n", "test", "--json", address=address)
+    parsed = json.loads(status.out)
+    assert (parsed["phase"], parsed["image"], parsed["revision"]) == ("Succeeded", "v3", "rev-v3")
 
 
 async def test_abort_rolls_back_a_running_rollout(
