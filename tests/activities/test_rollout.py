@@ -2,9 +2,10 @@
 server, against kmock (Deployments, Services, Istio objects), a real Prometheus scraping
 Istio-named metrics, and a local webhook receiver. Assertions are on the stored objects."""
 
+import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import kubernetes
@@ -18,6 +19,7 @@ from canary import contract
 from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
 from tests.support.exporter import MetricsExporter
+from tests.support.hostile_http import ODDITIES, HostileServer
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
@@ -190,3 +192,43 @@ async def test_observe_reports_unreachable_metrics_and_hooks_as_observations(
     assert [metric.value for metric in observation.metrics] == [None, None]
     for metric in observation.metrics:
         assert metric.error == f"metrics unavailable: prometheus at {closed}: connection refused"
+
+
+def no_kubernetes() -> kubernetes.client.ApiClient:
+    raise AssertionError("observing needs no Kubernetes client")
+
+
+def canary_measuring(namespace: str, servers: Sequence[str]) -> Canary:
+    """A Canary whose metric `m<i>` is a custom query on Prometheus `servers[i]`."""
+    metrics = [
+        {"name": f"m{i}", "query": "up", "metricsServer": server, "thresholdRange": {"min": 1}}
+        for i, server in enumerate(servers)
+    ]
+    return Canary.model_validate(
+        {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": namespace},
+            "spec": {
+                "provider": "istio",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "metrics": metrics},
+            },
+        }
+    )
+
+
+async def test_observe_reports_http_oddities_as_unavailable_metrics() -> None:
+    """Redirect loops, HTML, 1 GiB, drips and odd JSON: each one metric's error, no exception."""
+    activities = RolloutActivities(no_kubernetes, "http://127.0.0.1:1", metrics_timeout_seconds=1)
+    with HostileServer() as server:
+        spec = canary_measuring("odd", [f"{server.url}{path}" for path, _, _ in ODDITIES])
+        request = contract.ObserveRequest(canary=spec, phase=Phase.PROGRESSING)
+        observation = await asyncio.wait_for(activities.observe(request), timeout=120)
+
+    assert [metric.name for metric in observation.metrics] == [f"m{i}" for i in range(10)]
+    for metric, (_, _, message) in zip(observation.metrics, ODDITIES, strict=True):
+        assert metric.value is None
+        assert metric.error is not None and message in metric.error, metric
+

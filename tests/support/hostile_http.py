@@ -1,6 +1,7 @@
 """A local HTTP server that misbehaves on purpose, for the bounded-read and oddity tests.
 
-Answers GET and POST alike, by path:
+Answers GET and POST alike, by the first segment of the path (the rest is ignored, so that a
+Prometheus address such as `<url>/drip` works as it is):
 
     /huge            200 with a 1 GiB body, generated while it is sent, no Content-Length
     /huge-declared   200 with a 1 GiB body, and a Content-Length that says so
@@ -8,7 +9,7 @@ Answers GET and POST alike, by path:
     /redirect-loop   302 to itself
     /html            200 with an HTML page
     /html-error      502 with an HTML page (a proxy's error page)
-    /json            200 with the body set in `json_body` (application/json)
+    /json/NAME       200 with the JSON document `json_bodies[NAME]` (`ODD_ANSWERS` by default)
     /echo...         403 quoting the request's path and query (as some error pages do)
 
     with HostileServer() as server:
@@ -24,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from activities.errors import MetricsUnavailableError, PermanentError
+
 GIB = 1024**3
 CHUNK = b"x" * 65536
 DRIP_SECONDS = 0.1
@@ -32,16 +35,44 @@ HTML = (
 )
 
 
+def vector(*values: str) -> dict[str, Any]:
+    series = [{"metric": {"pod": f"p{i}"}, "value": [1.7e9, v]} for i, v in enumerate(values)]
+    return {"status": "success", "data": {"resultType": "vector", "result": series}}
+
+
+ODD_ANSWERS: dict[str, Any] = {
+    "two-series": vector("99.5", "12"),
+    "string": {"status": "success", "data": {"resultType": "string", "result": [1.7e9, "up"]}},
+    "not-prometheus": {"hello": "world"},
+    "malformed-vector": {"status": "success", "data": {"resultType": "vector", "result": [{}]}},
+}
+"""JSON answers that are not one instant value, by name (served at `/json/<name>`)."""
+
+ODDITIES = [
+    ("/redirect-loop", MetricsUnavailableError, "more than 5 redirects"),
+    ("/html", MetricsUnavailableError, "the answer is not JSON (text/html)"),
+    ("/html-error", MetricsUnavailableError, "status 502: <html><head><title>502 Bad Gateway"),
+    ("/huge", MetricsUnavailableError, "response body larger than 4 MiB"),
+    ("/huge-declared", MetricsUnavailableError, "response body larger than 4 MiB"),
+    ("/drip", MetricsUnavailableError, "timed out after 1s"),
+    ("/json/two-series", PermanentError, "query returns 2 series, not one"),
+    ("/json/string", PermanentError, "query returns a string, not a number"),
+    ("/json/not-prometheus", MetricsUnavailableError, "the answer is not a Prometheus"),
+    ("/json/malformed-vector", PermanentError, "query returns a malformed vector"),
+]
+"""Prometheus addresses on `HostileServer` (a path under its URL), the error a query with a 1 s
+deadline gives, and the start of its message after the address (or of the whole message, for
+a `PermanentError`)."""
+
+
 class HostileServer:
     def __init__(self) -> None:
-        self.json_body: Any = {}
-        self.requests = 0
+        self.json_bodies: dict[str, Any] = dict(ODD_ANSWERS)
         self._closing = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                server.requests += 1
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._answer()  # until the client gives up, as it should
 
@@ -50,7 +81,8 @@ class HostileServer:
                 self.do_GET()
 
             def _answer(self) -> None:
-                path = self.path.split("?")[0]
+                segments = self.path.split("?")[0].split("/")
+                path = "/" + segments[1]
                 if path == "/huge":
                     self._head(200, "application/json")
                     self._stream(GIB)
@@ -71,10 +103,10 @@ class HostileServer:
                     self._head(200 if path == "/html" else 502, "text/html", length=len(HTML))
                     self.wfile.write(HTML)
                 elif path == "/json":
-                    body = json.dumps(server.json_body).encode()
+                    body = json.dumps(server.json_bodies[segments[2]]).encode()
                     self._head(200, "application/json", length=len(body))
                     self.wfile.write(body)
-                elif path.startswith("/echo"):
+                elif path == "/echo":
                     body = f"no webhook at {self.path}".encode()
                     self._head(403, "text/plain", length=len(body))
                     self.wfile.write(body)
