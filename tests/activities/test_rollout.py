@@ -4,6 +4,7 @@ Istio-named metrics, and a local webhook receiver. Assertions are on the stored 
 
 import asyncio
 import concurrent.futures
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -16,10 +17,11 @@ from activities.alerts import AlertProviders
 from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
 from canary import contract
+from canary.decision import StepObservation
 from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
 from tests.support.exporter import MetricsExporter
-from tests.support.hostile_http import ODDITIES, HostileServer
+from tests.support.hostile_http import ODDITIES, HostileServer, vector
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
@@ -232,3 +234,44 @@ async def test_observe_reports_http_oddities_as_unavailable_metrics() -> None:
         assert metric.value is None
         assert metric.error is not None and message in metric.error, metric
 
+
+SLOW_SERVERS = 8
+SLOW_ATTEMPTS = 8
+"""Observations of the slow rollout running at once: attempts that time out and are retried
+pile up like this, and so do rollouts of one team that share its slow servers."""
+
+
+async def test_slow_metrics_servers_of_one_rollout_do_not_hold_up_another() -> None:
+    """One rollout names 8 metrics servers that drip their answers; another rollout's
+    observation beside it finishes with its values while the slow ones still wait."""
+    deadline = 5.0
+    activities = RolloutActivities(
+        no_kubernetes, "http://127.0.0.1:1", metrics_timeout_seconds=deadline
+    )
+    with contextlib.ExitStack() as stack:
+        slow_servers = [stack.enter_context(HostileServer()) for _ in range(SLOW_SERVERS)]
+        healthy_server = stack.enter_context(HostileServer())
+        healthy_server.json_bodies = {"rate": vector("99.5")}
+        slow = canary_measuring("slow", [f"{s.url}/drip" for s in slow_servers])
+        healthy = canary_measuring("healthy", [f"{healthy_server.url}/json/rate"] * 2)
+        finished: list[str] = []
+
+        async def observe(label: str, spec: Canary) -> StepObservation:
+            request = contract.ObserveRequest(canary=spec, phase=Phase.PROGRESSING)
+            observation = await activities.observe(request)
+            finished.append(label)
+            return observation
+
+        slow_tasks = [asyncio.create_task(observe("slow", slow)) for _ in range(SLOW_ATTEMPTS)]
+        healthy_observation = await asyncio.wait_for(observe("healthy", healthy), timeout=120)
+        slow_still_waiting = [not task.done() for task in slow_tasks]
+        slow_observations = await asyncio.wait_for(asyncio.gather(*slow_tasks), timeout=120)
+
+    assert [metric.value for metric in healthy_observation.metrics] == [99.5, 99.5]
+    assert slow_still_waiting == [True] * SLOW_ATTEMPTS
+    assert finished == ["healthy"] + ["slow"] * SLOW_ATTEMPTS
+    for observation in slow_observations:
+        assert [metric.value for metric in observation.metrics] == [None] * SLOW_SERVERS
+        for metric in observation.metrics:
+            assert metric.error is not None
+            assert metric.error.endswith(f"timed out after {deadline:g}s")
