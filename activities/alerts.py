@@ -238,15 +238,13 @@ class AlertProvider:
         notification: Notification,
         timeout_seconds: float = ALERT_TIMEOUT_SECONDS,
     ) -> SendOutcome:
-        """POST one notification; any 2xx passes. Never raises for a network or HTTP failure."""
-        try:
-            outcome = await call_webhook(
-                self.url, self.payload(target, notification), timeout_seconds
-            )
-        except (httpx.HTTPError, httpx.InvalidURL) as error:  # a URL the client refuses
-            return SendOutcome(False, f"request failed: {type(error).__name__}", False)
+        """POST one notification; any 2xx passes. Never raises for a network or HTTP failure.
+
+        The answer is read within `timeout_seconds` and up to `webhooks.MAX_RESPONSE_BYTES`.
+        Its message never quotes the URL (an error page or a client error might)."""
+        outcome = await call_webhook(self.url, self.payload(target, notification), timeout_seconds)
         reachable = outcome.status_code is not None
-        return SendOutcome(outcome.ok, outcome.message, reachable)
+        return SendOutcome(outcome.ok, errors.redact_url(outcome.message, self.url), reachable)
 
 
 # --- resolution -------------------------------------------------------------------------------

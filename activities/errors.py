@@ -6,6 +6,7 @@ invalid query) and let anything else propagate to be retried. The activity shell
 """
 
 import os
+import urllib.parse
 
 
 class PermanentError(Exception):
@@ -25,3 +26,32 @@ def os_reason(error: BaseException) -> str | None:
             return reason.lower()
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+REDACTED = "***"
+_SHORTEST_TOKEN = 8
+"""A path segment or query value shorter than this is hidden only as part of the whole path or
+query: hiding `v1` or `hook` everywhere would garble the message and protect nothing."""
+
+
+def redact_url(text: str, url: str) -> str:
+    """`text` with every secret-bearing part of `url` replaced by `***`: the URL itself, its
+    user info, path, query and fragment, and each token-sized piece of those, raw and
+    percent-decoded.
+
+    For messages about a URL that is itself a secret (an alert provider's webhook): a server
+    or client error may quote it, and the message ends up in logs and histories."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return text.replace(url, REDACTED)
+    whole = {url, parts.path, parts.query, parts.fragment, parts.username, parts.password}
+    pieces = set(parts.path.split("/"))
+    for pair in parts.query.split("&"):
+        pieces.update(pair.split("="))
+    secrets = {piece for piece in whole if piece and piece != "/"}
+    secrets |= {piece for piece in pieces if len(piece) >= _SHORTEST_TOKEN}
+    secrets |= {urllib.parse.unquote_plus(piece) for piece in secrets}
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

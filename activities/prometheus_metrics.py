@@ -5,13 +5,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util.retry import Retry
+import httpx
 
-from activities import errors
+from activities import bounded_http, errors
 from activities.errors import MetricsUnavailableError, PermanentError
+
+MAX_RESPONSE_BYTES = 4 * bounded_http.MIB
+"""An instant query that should return one series answers in a few hundred bytes."""
+MAX_REDIRECTS = 5
+MESSAGE_BODY_CHARS = 200
 
 _ISTIO_WORKLOAD = (
     'reporter="destination", destination_workload_namespace="{{ namespace }}", '
@@ -104,48 +106,75 @@ def builtin_query(router: str, metric: str, *, namespace: str, target: str, inte
 
 
 class PrometheusMetrics:
-    """Instant queries against one Prometheus server.
+    """Instant queries against one Prometheus server, over the caller's client (see
+    `bounded_http.new_client`), so that no connection pool is shared between rollouts.
 
-    Blocking (requests underneath): call it from sync activities on a thread pool. It does not
-    retry; a `MetricsUnavailableError` is left to the activity's retry policy.
+    Each query has one deadline and a cap on the answer. It does not retry: a
+    `MetricsUnavailableError` (no usable answer) or `PermanentError` (the query is wrong) is
+    left to the caller.
     """
 
-    def __init__(self, address: str, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, address: str, client: httpx.AsyncClient, timeout_seconds: float = 10.0
+    ) -> None:
         self._address = address.rstrip("/")
+        self._client = client
         self._timeout_seconds = timeout_seconds
-        session = requests.Session()
-        session.hooks["response"].append(_raise_error_response)
-        self._client = PrometheusConnect(
-            url=self._address,
-            session=session,
-            retry=Retry(total=0, read=False),
-            timeout=timeout_seconds,
-        )
 
-    def query_value(self, promql: str) -> float | None:
+    async def query_value(self, promql: str) -> float | None:
         """The instant query's value, or None when there is none (empty result or NaN).
 
-        With several series only the first one's value counts (as Flagger documents); write
-        the query so that it returns one series, e.g. wrap it in `sum(...)`.
+        The query must return at most one series: with several, which one counts would be
+        arbitrary, so that is an error; aggregate the query, e.g. wrap it in `sum(...)`.
         """
         try:
-            result = self._client.custom_query(promql)
-        except _ErrorResponse as error:
-            if error.status_code >= 500 or error.status_code in _TRANSIENT_STATUSES:
-                raise self._unavailable(f"status {error.status_code}: {error.error}") from error
-            raise PermanentError(
-                f"prometheus at {self._address} rejected the query"
-                f" (status {error.status_code}): {error.error}; query: {promql}"
-            ) from error
-        except requests.Timeout as error:
+            reply = await bounded_http.request(
+                self._client,
+                "GET",
+                f"{self._address}/api/v1/query",
+                params={"query": promql},
+                deadline_seconds=self._timeout_seconds,
+                max_bytes=MAX_RESPONSE_BYTES,
+                max_redirects=MAX_REDIRECTS,
+            )
+        except TimeoutError as error:
             raise self._unavailable(f"timed out after {self._timeout_seconds:g}s") from error
-        except requests.ConnectionError as error:
-            raise self._unavailable(errors.os_reason(error) or str(error)) from error
-        except (PrometheusApiClientException, ValueError, KeyError) as error:
-            raise PermanentError(
-                f"cannot query prometheus at {self._address}: {error}; query: {promql}"
-            ) from error
-        return _first_value(result, promql)
+        except httpx.TooManyRedirects as error:
+            raise self._unavailable(f"more than {MAX_REDIRECTS} redirects") from error
+        except bounded_http.BodyTooLargeError as error:
+            raise self._unavailable(str(error)) from error
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            reason = errors.os_reason(error) or str(error) or type(error).__name__
+            raise self._unavailable(reason) from error
+        if not reply.is_success:
+            self._raise_error_reply(reply, promql)
+        return _instant_value(self._data(reply), promql)
+
+    def _raise_error_reply(self, reply: bounded_http.Reply, promql: str) -> None:
+        try:
+            text = " ".join(str(reply.json()["error"]).split())
+        except (ValueError, KeyError, TypeError):
+            text = reply.text(MESSAGE_BODY_CHARS)
+        status = reply.status_code
+        if status < 400 or status >= 500 or status in _TRANSIENT_STATUSES:
+            raise self._unavailable(f"status {status}: {text}" if text else f"status {status}")
+        raise PermanentError(
+            f"prometheus at {self._address} rejected the query (status {status}): {text};"
+            f" query: {promql}"
+        )
+
+    def _data(self, reply: bounded_http.Reply) -> Mapping[str, Any]:
+        """The `data` of a successful API answer; anything else is not Prometheus answering
+        (a proxy's page, a login form) and so is "metrics unavailable"."""
+        try:
+            document = reply.json()
+        except ValueError:
+            kind = reply.content_type.split(";")[0].strip() or "no content type"
+            raise self._unavailable(f"the answer is not JSON ({kind})") from None
+        data = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("resultType"), str):
+            raise self._unavailable("the answer is not a Prometheus query result")
+        return data
 
     def _unavailable(self, reason: str) -> MetricsUnavailableError:
         return MetricsUnavailableError(
@@ -153,38 +182,30 @@ class PrometheusMetrics:
         )
 
 
-class _ErrorResponse(Exception):
-    def __init__(self, status_code: int, error: str) -> None:
-        super().__init__(error)
-        self.status_code = status_code
-        self.error = error
-
-
-def _raise_error_response(response: requests.Response, **kwargs: Any) -> None:
-    """Response hook: prometheus-api-client flattens an error response into one string, so
-    this reads the status and Prometheus's own error text first."""
-    if response.status_code < 400:
-        return
-    try:
-        error = str(response.json()["error"])
-    except (ValueError, KeyError, TypeError):
-        error = response.text[:200]
-    raise _ErrorResponse(response.status_code, error)
-
-
-def _first_value(result: list[Any], promql: str) -> float | None:
-    if not result:
-        return None
-    if isinstance(result[0], dict):
-        if "value" not in result[0]:
+def _instant_value(data: Mapping[str, Any], promql: str) -> float | None:
+    """The value of a `vector` (at most one series) or `scalar` result."""
+    kind, result = data["resultType"], data.get("result")
+    if kind == "matrix":
+        raise PermanentError(f"query returns a range vector, not instant values; query: {promql}")
+    if kind == "vector" and isinstance(result, list):
+        if not result:
+            return None
+        if len(result) > 1:
             raise PermanentError(
-                f"query returns a range vector, not instant values; query: {promql}"
+                f"query returns {len(result)} series, not one; aggregate it"
+                f" (e.g. sum(...)); query: {promql}"
             )
-        sample = result[0]["value"][1]
+        sample = result[0].get("value") if isinstance(result[0], dict) else None
+    elif kind == "scalar":
+        sample = result
     else:
-        sample = result[1]
+        raise PermanentError(f"query returns a {kind}, not a number; query: {promql}")
+    if not isinstance(sample, list) or len(sample) != 2 or not isinstance(sample[1], str):
+        raise PermanentError(f"query returns a malformed {kind}; query: {promql}")
     try:
-        value = float(sample)
+        value = float(sample[1])
     except ValueError as error:
-        raise PermanentError(f"query returns {sample!r}, not a number; query: {promql}") from error
+        raise PermanentError(
+            f"query returns {sample[1]!r}, not a number; query: {promql}"
+        ) from error
     return None if math.isnan(value) else value

@@ -6,16 +6,16 @@ non-retryable failure; anything else is retried by the policy set at the call si
 """
 
 import asyncio
-import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import httpx
 import kubernetes
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import errors, providers
+from activities import bounded_http, errors, providers
 from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
 from activities.webhooks import call_webhook, webhook_payload
 from canary import contract
@@ -25,6 +25,10 @@ from canary.spec import Canary, Metric, Webhook, WebhookType
 from canary.status import MetricObservation, Phase, WebhookObservation
 
 PROMETHEUS_TIMEOUT_SECONDS = 10.0
+"""Deadline of one metric query, answer included."""
+METRIC_QUERIES_AT_ONCE = 4
+"""Bound on one observation's concurrent metric queries, so a spec with many metrics does not
+open many connections at once."""
 
 
 @contextmanager
@@ -39,12 +43,16 @@ class RolloutActivities:
     """Holds the worker's clients; each method is one activity."""
 
     def __init__(
-        self, kube_api: Callable[[], kubernetes.client.ApiClient], metrics_server: str
+        self,
+        kube_api: Callable[[], kubernetes.client.ApiClient],
+        metrics_server: str,
+        metrics_timeout_seconds: float = PROMETHEUS_TIMEOUT_SECONDS,
     ) -> None:
         self._kube_api_factory = kube_api
         self._kube_api: kubernetes.client.ApiClient | None = None
         self._lock = threading.Lock()
         self._metrics_server = metrics_server
+        self._metrics_timeout_seconds = metrics_timeout_seconds
 
     def all(self) -> list[Callable[..., object]]:
         return [
@@ -138,9 +146,7 @@ class RolloutActivities:
             await _call(canary, hook, request.phase, request.checksum)
             for hook in analysis.webhooks_of(WebhookType.CONFIRM_TRAFFIC_INCREASE)
         ]
-        metrics = [
-            await asyncio.to_thread(self._measure, canary, metric) for metric in analysis.metrics
-        ]
+        metrics = await self._measure_all(canary)
         return StepObservation(
             webhooks=webhooks,
             traffic_gates=gates,
@@ -160,19 +166,31 @@ class RolloutActivities:
         except Exception as error:
             return False, f"cannot read the canary: {error}", None
 
-    def _measure(self, canary: Canary, metric: Metric) -> MetricObservation:
+    async def _measure_all(self, canary: Canary) -> list[MetricObservation]:
+        """Query every metric, a few at a time, on a client of this call's own: a rollout's
+        slow metrics servers hold only its own observation, no pool or thread shared with
+        other rollouts."""
+        running = asyncio.Semaphore(METRIC_QUERIES_AT_ONCE)
+        async with bounded_http.new_client() as client:
+
+            async def measure(metric: Metric) -> MetricObservation:
+                async with running:
+                    return await self._measure(client, canary, metric)
+
+            return list(await asyncio.gather(*map(measure, canary.spec.analysis.metrics)))
+
+    async def _measure(
+        self, client: httpx.AsyncClient, canary: Canary, metric: Metric
+    ) -> MetricObservation:
         address = metric.metrics_server or canary.spec.analysis.metrics_server
-        prometheus = _prometheus(address or self._metrics_server)
+        prometheus = PrometheusMetrics(
+            address or self._metrics_server, client, self._metrics_timeout_seconds
+        )
         try:
-            value = prometheus.query_value(_query(canary, metric))
+            value = await prometheus.query_value(_query(canary, metric))
         except (errors.MetricsUnavailableError, errors.PermanentError, ValueError) as error:
             return MetricObservation(name=metric.name, error=str(error))
         return MetricObservation(name=metric.name, value=value)
-
-
-@functools.lru_cache(maxsize=16)
-def _prometheus(address: str) -> PrometheusMetrics:
-    return PrometheusMetrics(address, timeout_seconds=PROMETHEUS_TIMEOUT_SECONDS)
 
 
 def _query(canary: Canary, metric: Metric) -> str:

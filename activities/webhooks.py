@@ -3,14 +3,17 @@
 A failed call is an outcome, not an exception: whether it fails a check is decided elsewhere.
 """
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from activities import errors
+from activities import bounded_http, errors
+
+MAX_RESPONSE_BYTES = bounded_http.MIB
+"""A hook answers with a status; a longer body than this fails the call."""
+MESSAGE_BODY_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -23,23 +26,30 @@ class WebhookOutcome:
 async def call_webhook(
     url: str, payload: Mapping[str, Any], timeout_seconds: float
 ) -> WebhookOutcome:
-    """POST `payload` as JSON; `timeout_seconds` bounds the whole call, not each phase of it."""
+    """POST `payload` as JSON. `timeout_seconds` bounds the whole call (connecting, sending,
+    reading the answer), and an answer over `MAX_RESPONSE_BYTES` fails it."""
     try:
-        async with (
-            asyncio.timeout(timeout_seconds),
-            httpx.AsyncClient(timeout=timeout_seconds) as client,
-        ):
-            response = await client.post(url, json=dict(payload))
-    except (TimeoutError, httpx.TimeoutException):
+        async with bounded_http.new_client() as client:
+            reply = await bounded_http.request(
+                client,
+                "POST",
+                url,
+                json=dict(payload),
+                deadline_seconds=timeout_seconds,
+                max_bytes=MAX_RESPONSE_BYTES,
+            )
+    except TimeoutError:
         return WebhookOutcome(False, None, f"timed out after {timeout_seconds:g}s")
-    except httpx.TransportError as error:
+    except bounded_http.BodyTooLargeError as error:
+        return WebhookOutcome(False, None, str(error))
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
         reason = errors.os_reason(error) or str(error) or type(error).__name__
         return WebhookOutcome(False, None, f"request failed: {reason}")
-    if response.is_success:
-        return WebhookOutcome(True, response.status_code, f"status {response.status_code}")
-    body = response.text[:200]
-    message = f"status {response.status_code}: {body}" if body else f"status {response.status_code}"
-    return WebhookOutcome(False, response.status_code, message)
+    if reply.is_success:
+        return WebhookOutcome(True, reply.status_code, f"status {reply.status_code}")
+    body = reply.text(MESSAGE_BODY_CHARS)
+    message = f"status {reply.status_code}: {body}" if body else f"status {reply.status_code}"
+    return WebhookOutcome(False, reply.status_code, message)
 
 
 def webhook_payload(

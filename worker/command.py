@@ -17,6 +17,9 @@ METRICS_ADDRESS_ENV = "COALMINE_WORKER_METRICS_ADDRESS"
 DEFAULT_METRICS_ADDRESS = "0.0.0.0:9464"
 """Where `coalmine worker` serves /metrics unless told otherwise."""
 METRICS_SERVER_ENV = "COALMINE_METRICS_SERVER"
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""Loggers kept to warnings: httpx logs every request's URL at INFO, and an alert provider's
+URL is a secret."""
 
 
 class WorkerConfigError(Exception):
@@ -47,6 +50,8 @@ def run(args: argparse.Namespace) -> None:
     from worker.main import metrics_runtime, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     configured: str | None = args.metrics_address or None
     address = metrics_address(configured or DEFAULT_METRICS_ADDRESS)
     runtime = None

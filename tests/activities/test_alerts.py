@@ -1,9 +1,11 @@
 """Alert providers against a local HTTP server that records what it receives, and their
 resolution from the environment, a providers file and (via kmock) Kubernetes Secrets."""
 
+import asyncio
 import base64
 import socket
 import time
+import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from tests.support.alerting import (
     env_provider,
     make_canary,
 )
+from tests.support.hostile_http import HostileServer
 from tests.support.kube import NAMESPACE, ServedEmulator, kube_fixture  # noqa: F401
 from tests.support.net import free_port
 from tests.support.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
@@ -263,6 +266,45 @@ async def test_failures_are_delivery_lines_never_exceptions_and_never_show_the_u
     )
     assert lines["fine"] == "alert fine (provider fine): halted sent: status 200"
     assert all("s3cr3t" not in line for line in lines.values())
+
+
+async def test_a_1_gib_answer_is_not_sent_at_the_cap_and_is_not_held_in_memory() -> None:
+    with HostileServer() as server:
+        provider = AlertProvider("hook", ProviderType.GENERIC, f"{server.url}/huge")
+        tracemalloc.start()
+        try:
+            outcome = await asyncio.wait_for(provider.send(TARGET, HALTED, 60), timeout=120)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert (outcome.ok, outcome.message) == (False, "response body larger than 1 MiB")
+    assert peak < 16 * 1024 * 1024
+
+
+async def test_a_provider_dripping_its_answer_fails_at_the_overall_deadline() -> None:
+    with HostileServer() as server:
+        provider = AlertProvider("hook", ProviderType.GENERIC, f"{server.url}/drip")
+        outcome = await asyncio.wait_for(provider.send(TARGET, HALTED, 1), timeout=30)
+
+    assert (outcome.ok, outcome.message) == (False, "timed out after 1s")
+
+
+async def test_an_error_page_quoting_the_url_is_reported_without_its_secrets() -> None:
+    canary = make_canary([alert("ops", "team-hook")])
+    with HostileServer() as server:
+        secret_url = server.url.replace("http://", "http://bot:pa55w0rd@")
+        secret_url += "/echo/T0KEN-in-path/x?token=T0KEN-in-query&v=1"
+        providers = AlertProviders(env_provider("TEAM_HOOK", "generic", secret_url))
+
+        [delivery] = await send_alerts(providers, canary, [HALTED])
+
+    line = delivery.describe()
+    assert line.startswith(
+        "alert ops (provider team-hook): halted not sent: status 403: no webhook"
+    )
+    for secret in ("T0KEN", "pa55w0rd", "bot:", "echo", "token="):
+        assert secret not in line
 
 
 def test_a_provider_repr_hides_the_url() -> None:

@@ -1,17 +1,22 @@
-"""PrometheusMetrics against a real Prometheus scraping an exporter with known rates."""
+"""PrometheusMetrics against a real Prometheus scraping an exporter with known rates, and
+against local servers that answer what Prometheus never would."""
 
+import asyncio
 import json
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
+import httpx
 import pytest
 
+from activities import bounded_http
 from activities.errors import MetricsUnavailableError, PermanentError
 from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
 from tests.support.exporter import MetricsExporter
+from tests.support.hostile_http import ODDITIES, HostileServer
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
 
@@ -69,38 +74,46 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
 
 
 @pytest.fixture
-def metrics(prometheus: RunningPrometheus) -> PrometheusMetrics:
-    return PrometheusMetrics(prometheus.address)
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with bounded_http.new_client() as client:
+        yield client
 
 
-def test_builtin_success_rate_is_the_percent_of_non_5xx_requests(
+@pytest.fixture
+def metrics(prometheus: RunningPrometheus, client: httpx.AsyncClient) -> PrometheusMetrics:
+    return PrometheusMetrics(prometheus.address, client)
+
+
+async def test_builtin_success_rate_is_the_percent_of_non_5xx_requests(
     metrics: PrometheusMetrics,
 ) -> None:
     query = builtin_query(
         "istio", "request-success-rate", namespace=NAMESPACE, target=TARGET, interval="1m"
     )
 
-    assert metrics.query_value(query) == pytest.approx(98.0, abs=0.01)
+    assert await metrics.query_value(query) == pytest.approx(98.0, abs=0.01)
 
 
-def test_builtin_duration_is_the_p99_in_milliseconds(metrics: PrometheusMetrics) -> None:
+async def test_builtin_duration_is_the_p99_in_milliseconds(metrics: PrometheusMetrics) -> None:
     query = builtin_query(
         "istio", "request-duration", namespace=NAMESPACE, target=TARGET, interval="1m"
     )
     expected = prometheus_quantile(0.99, DURATION_SHARES)
 
     assert expected == pytest.approx(375.0)
-    assert metrics.query_value(query) == pytest.approx(expected, rel=1e-3)
+    assert await metrics.query_value(query) == pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize("metric", ["request-success-rate", "request-duration"])
-def test_a_target_without_series_has_no_values(metrics: PrometheusMetrics, metric: str) -> None:
+async def test_a_target_without_series_has_no_values(
+    metrics: PrometheusMetrics, metric: str
+) -> None:
     query = builtin_query("istio", metric, namespace=NAMESPACE, target="absent", interval="1m")
 
-    assert metrics.query_value(query) is None
+    assert await metrics.query_value(query) is None
 
 
-def test_no_traffic_makes_nan_which_is_no_values(
+async def test_no_traffic_makes_nan_which_is_no_values(
     metrics: PrometheusMetrics, prometheus: RunningPrometheus
 ) -> None:
     query = builtin_query(
@@ -108,10 +121,10 @@ def test_no_traffic_makes_nan_which_is_no_values(
     )
 
     assert prometheus.query(query)[0]["value"][1] == "NaN"
-    assert metrics.query_value(query) is None
+    assert await metrics.query_value(query) is None
 
 
-def test_a_rendered_custom_query_gives_its_rate(metrics: PrometheusMetrics) -> None:
+async def test_a_rendered_custom_query_gives_its_rate(metrics: PrometheusMetrics) -> None:
     template = (
         'sum(rate(istio_requests_total{reporter="{{ variables.reporter }}",'
         ' destination_workload_namespace="{{namespace}}", destination_workload="{{ target }}",'
@@ -125,63 +138,73 @@ def test_a_rendered_custom_query_gives_its_rate(metrics: PrometheusMetrics) -> N
         variables={"reporter": "destination"},
     )
 
-    assert metrics.query_value(query) == pytest.approx(2.0, rel=0.1)
+    assert await metrics.query_value(query) == pytest.approx(2.0, rel=0.1)
 
 
-@pytest.mark.parametrize(("order", "expected"), [("sort_desc", 98.0), ("sort", 2.0)])
-def test_several_series_give_the_first_ones_value(
-    metrics: PrometheusMetrics, order: str, expected: float
+@pytest.mark.parametrize("order", ["sort_desc", "sort"])
+async def test_several_series_are_an_error_naming_how_many(
+    metrics: PrometheusMetrics, order: str
 ) -> None:
+    """Which of several series counts would be arbitrary (here 98/s or 2/s)."""
     query = (
         f'{order}(sum by (response_code) (rate(istio_requests_total{{reporter="destination",'
         f' destination_workload_namespace="{NAMESPACE}", destination_workload="{TARGET}"}}[5s])))'
     )
 
-    assert metrics.query_value(query) == pytest.approx(expected, rel=0.1)
+    with pytest.raises(PermanentError) as raised:
+        await metrics.query_value(query)
+
+    assert str(raised.value) == (
+        f"query returns 2 series, not one; aggregate it (e.g. sum(...)); query: {query}"
+    )
 
 
-def test_a_scalar_result_is_its_value(metrics: PrometheusMetrics) -> None:
-    assert metrics.query_value("2 * 21") == 42.0
+async def test_a_scalar_result_is_its_value(metrics: PrometheusMetrics) -> None:
+    assert await metrics.query_value("2 * 21") == 42.0
 
 
-def test_invalid_promql_is_permanent_with_prometheus_error_text(
+async def test_invalid_promql_is_permanent_with_prometheus_error_text(
     metrics: PrometheusMetrics,
 ) -> None:
     query = "sum(rate(istio_requests_total[1m])"
 
     with pytest.raises(PermanentError) as raised:
-        metrics.query_value(query)
+        await metrics.query_value(query)
 
     assert "status 400" in str(raised.value)
     assert "parse error" in str(raised.value)
     assert str(raised.value).endswith(f"query: {query}")
 
 
-def test_a_range_vector_is_permanent(metrics: PrometheusMetrics) -> None:
+async def test_a_range_vector_is_permanent(metrics: PrometheusMetrics) -> None:
     with pytest.raises(PermanentError, match="range vector"):
-        metrics.query_value("istio_requests_total[1m]")
+        await metrics.query_value("istio_requests_total[1m]")
 
 
-def test_a_closed_port_is_unavailable() -> None:
+async def test_a_closed_port_is_unavailable(client: httpx.AsyncClient) -> None:
     address = f"http://127.0.0.1:{free_port()}"
 
     with pytest.raises(MetricsUnavailableError) as raised:
-        PrometheusMetrics(address).query_value("up")
+        await PrometheusMetrics(address, client).query_value("up")
 
     assert str(raised.value) == f"metrics unavailable: prometheus at {address}: connection refused"
 
 
-def test_a_server_that_never_answers_is_unavailable_after_the_timeout() -> None:
+async def test_a_server_that_never_answers_is_unavailable_after_the_timeout(
+    client: httpx.AsyncClient,
+) -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         address = f"http://127.0.0.1:{silent.getsockname()[1]}"
 
         with pytest.raises(MetricsUnavailableError, match=r"timed out after 0\.5s$"):
-            PrometheusMetrics(address, timeout_seconds=0.5).query_value("up")
+            await PrometheusMetrics(address, client, timeout_seconds=0.5).query_value("up")
 
 
-def test_a_server_error_is_unavailable_with_its_error_text(tmp_path: Path) -> None:
+async def test_a_server_error_is_unavailable_with_its_error_text(
+    client: httpx.AsyncClient,
+) -> None:
     class Overloaded(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body = json.dumps(
@@ -201,13 +224,34 @@ def test_a_server_error_is_unavailable_with_its_error_text(tmp_path: Path) -> No
         address = f"http://127.0.0.1:{server.server_address[1]}"
         try:
             with pytest.raises(MetricsUnavailableError) as raised:
-                PrometheusMetrics(address).query_value("up")
+                await PrometheusMetrics(address, client).query_value("up")
         finally:
             server.shutdown()
 
     assert str(raised.value) == (
         f"metrics unavailable: prometheus at {address}: status 503: query timed out"
     )
+
+
+@pytest.mark.parametrize(("path", "kind", "message"), ODDITIES)
+async def test_an_answer_that_is_not_one_instant_value_is_an_error_never_a_crash(
+    client: httpx.AsyncClient, path: str, kind: type[Exception], message: str
+) -> None:
+    with HostileServer() as server:
+        address = f"{server.url}{path}"
+        prometheus = PrometheusMetrics(address, client, timeout_seconds=1)
+        tracemalloc.start()
+        try:
+            with pytest.raises(kind) as raised:
+                await asyncio.wait_for(prometheus.query_value("up"), timeout=30)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    unavailable = f"metrics unavailable: prometheus at {address}: "
+    prefix = "" if kind is PermanentError else unavailable
+    assert str(raised.value).startswith(prefix + message)
+    assert peak < 32 * 1024 * 1024
 
 
 def test_render_fills_every_placeholder_with_or_without_spaces() -> None:

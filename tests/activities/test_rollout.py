@@ -2,9 +2,11 @@
 server, against kmock (Deployments, Services, Istio objects), a real Prometheus scraping
 Istio-named metrics, and a local webhook receiver. Assertions are on the stored objects."""
 
+import asyncio
 import concurrent.futures
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import kubernetes
@@ -16,9 +18,11 @@ from activities.kubernetes_target import template_revision
 from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
 from canary import contract
+from canary.decision import StepObservation
 from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
 from tests.support.exporter import MetricsExporter
+from tests.support.hostile_http import ODDITIES, HostileServer, vector
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
@@ -227,3 +231,87 @@ async def test_observe_reads_the_canary_first_and_skips_the_analysis_when_it_cha
     observation = await ActivityEnvironment().run(activities.observe, absent)
     assert not observation.canary_ready
     assert observation.canary_readiness.startswith("cannot read the canary: ")
+
+
+def canary_measuring(namespace: str, servers: Sequence[str]) -> Canary:
+    """A Canary whose metric `m<i>` is a custom query on Prometheus `servers[i]`."""
+    metrics = [
+        {"name": f"m{i}", "query": "up", "metricsServer": server, "thresholdRange": {"min": 1}}
+        for i, server in enumerate(servers)
+    ]
+    return Canary.model_validate(
+        {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": namespace},
+            "spec": {
+                "provider": "istio",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"interval": "1m", "metrics": metrics},
+            },
+        }
+    )
+
+
+async def test_observe_reports_http_oddities_as_unavailable_metrics(kube: ServedEmulator) -> None:
+    """Redirect loops, HTML, 1 GiB, drips and odd JSON: each one metric's error, no exception."""
+    seed(kube, "odd")
+    activities = RolloutActivities(
+        lambda: kube.api, "http://127.0.0.1:1", metrics_timeout_seconds=1
+    )
+    with HostileServer() as server:
+        spec = canary_measuring("odd", [f"{server.url}{path}" for path, _, _ in ODDITIES])
+        request = contract.ObserveRequest(canary=spec, phase=Phase.PROGRESSING)
+        observation = await asyncio.wait_for(activities.observe(request), timeout=120)
+
+    assert [metric.name for metric in observation.metrics] == [f"m{i}" for i in range(10)]
+    for metric, (_, _, message) in zip(observation.metrics, ODDITIES, strict=True):
+        assert metric.value is None
+        assert metric.error is not None and message in metric.error, metric
+
+
+SLOW_SERVERS = 8
+SLOW_ATTEMPTS = 8
+"""Observations of the slow rollout running at once: attempts that time out and are retried
+pile up like this, and so do rollouts of one team that share its slow servers."""
+
+
+async def test_slow_metrics_servers_of_one_rollout_do_not_hold_up_another(
+    kube: ServedEmulator,
+) -> None:
+    """One rollout names 8 metrics servers that drip their answers; another rollout's
+    observation beside it finishes with its values while the slow ones still wait."""
+    deadline = 5.0
+    for namespace in ("slow", "quick"):
+        seed(kube, namespace)
+    activities = RolloutActivities(
+        lambda: kube.api, "http://127.0.0.1:1", metrics_timeout_seconds=deadline
+    )
+    with contextlib.ExitStack() as stack:
+        slow_servers = [stack.enter_context(HostileServer()) for _ in range(SLOW_SERVERS)]
+        healthy_server = stack.enter_context(HostileServer())
+        healthy_server.json_bodies = {"rate": vector("99.5")}
+        slow = canary_measuring("slow", [f"{s.url}/drip" for s in slow_servers])
+        healthy = canary_measuring("quick", [f"{healthy_server.url}/json/rate"] * 2)
+        finished: list[str] = []
+
+        async def observe(label: str, spec: Canary) -> StepObservation:
+            request = contract.ObserveRequest(canary=spec, phase=Phase.PROGRESSING)
+            observation = await activities.observe(request)
+            finished.append(label)
+            return observation
+
+        slow_tasks = [asyncio.create_task(observe("slow", slow)) for _ in range(SLOW_ATTEMPTS)]
+        healthy_observation = await asyncio.wait_for(observe("healthy", healthy), timeout=120)
+        slow_still_waiting = [not task.done() for task in slow_tasks]
+        slow_observations = await asyncio.wait_for(asyncio.gather(*slow_tasks), timeout=120)
+
+    assert [metric.value for metric in healthy_observation.metrics] == [99.5, 99.5]
+    assert slow_still_waiting == [True] * SLOW_ATTEMPTS
+    assert finished == ["healthy"] + ["slow"] * SLOW_ATTEMPTS
+    for observation in slow_observations:
+        assert [metric.value for metric in observation.metrics] == [None] * SLOW_SERVERS
+        for metric in observation.metrics:
+            assert metric.error is not None
+            assert metric.error.endswith(f"timed out after {deadline:g}s")

@@ -5,6 +5,7 @@ One Traefik serves the module; each test writes its own config file whose router
 own Host, so the tests do not see each other's routes.
 """
 
+import asyncio
 import dataclasses
 import itertools
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from activities import bounded_http
 from activities.errors import PermanentError
 from activities.prometheus_metrics import PrometheusMetrics, builtin_query
 from activities.traefik_router import (
@@ -271,6 +273,12 @@ def test_get_routes_without_a_config_is_an_error(tmp_path: Path) -> None:
     assert router.get_routes() == ALL_TO_PRIMARY
 
 
+async def query_values(address: str, queries: list[str]) -> list[float | None]:
+    async with bounded_http.new_client() as client:
+        metrics = PrometheusMetrics(address, client)
+        return [await metrics.query_value(query) for query in queries]
+
+
 def test_traefik_builtin_metrics_measure_the_canary(
     traefik: RunningTraefik, v1: RunningApp, workdir: Path
 ) -> None:
@@ -292,30 +300,15 @@ def test_traefik_builtin_metrics_measure_the_canary(
             assert labels == {f"{target}-canary@file"}
             assert {item["metric"]["code"] for item in prometheus.query(series)} == {"200", "500"}
 
-            metrics = PrometheusMetrics(prometheus.address)
-            success = metrics.query_value(
-                builtin_query(
-                    "traefik",
-                    "request-success-rate",
-                    namespace="test",
-                    target=target,
-                    interval="1m",
-                )
-            )
-            duration = metrics.query_value(
-                builtin_query(
-                    "traefik", "request-duration", namespace="test", target=target, interval="1m"
-                )
-            )
-            idle = metrics.query_value(
-                builtin_query(
-                    "traefik",
-                    "request-success-rate",
-                    namespace="test",
-                    target="idle",
-                    interval="1m",
-                )
-            )
+            queries = [
+                builtin_query("traefik", metric, namespace="test", target=name, interval="1m")
+                for metric, name in [
+                    ("request-success-rate", target),
+                    ("request-duration", target),
+                    ("request-success-rate", "idle"),
+                ]
+            ]
+            success, duration, idle = asyncio.run(query_values(prometheus.address, queries))
         assert load.result.sent > 0
         assert idle is None  # no traffic: no value, not 0% and not an error
         assert success is not None and 72.0 <= success <= 78.0, success

@@ -1,8 +1,13 @@
 """call_webhook against a local HTTP server that records what it receives."""
 
+import asyncio
 import time
+import tracemalloc
+
+import pytest
 
 from activities.webhooks import WebhookOutcome, call_webhook, webhook_payload
+from tests.support.hostile_http import HostileServer
 from tests.support.net import free_port
 from tests.support.webhook_receiver import SLOW_SECONDS, Receiver, receiver_fixture  # noqa: F401
 
@@ -65,6 +70,34 @@ async def test_a_closed_port_fails_with_the_reason() -> None:
     assert outcome == WebhookOutcome(
         ok=False, status_code=None, message="request failed: connection refused"
     )
+
+
+@pytest.mark.parametrize("path", ["/huge", "/huge-declared"])
+async def test_a_1_gib_answer_fails_at_the_cap_and_is_not_held_in_memory(path: str) -> None:
+    with HostileServer() as server:
+        tracemalloc.start()
+        try:
+            outcome = await asyncio.wait_for(
+                call_webhook(f"{server.url}{path}", PAYLOAD, timeout_seconds=60), timeout=120
+            )
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert outcome == WebhookOutcome(
+        ok=False, status_code=None, message="response body larger than 1 MiB"
+    )
+    assert peak < 16 * 1024 * 1024
+
+
+async def test_a_hook_dripping_its_answer_fails_at_the_overall_deadline() -> None:
+    """One byte every 0.1 s would keep a per-read timeout from ever firing."""
+    with HostileServer() as server:
+        outcome = await asyncio.wait_for(
+            call_webhook(f"{server.url}/drip", PAYLOAD, timeout_seconds=1), timeout=30
+        )
+
+    assert outcome == WebhookOutcome(ok=False, status_code=None, message="timed out after 1s")
 
 
 def test_an_event_payload_carries_type_and_message_in_metadata_like_flagger() -> None:

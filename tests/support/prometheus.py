@@ -4,7 +4,7 @@
         tmp_path, [static_scrape_config("app", [exporter.target])]
     ) as prometheus:
         prometheus.wait_for("count_over_time(up[1m]) >= 2")
-        PrometheusMetrics(prometheus.address).query_value("up")
+        prometheus.query("up")
 
 It listens on a free 127.0.0.1 port, keeps its config, data and log under the given directory,
 and is stopped by its own pid when the block exits, also when a test fails.
