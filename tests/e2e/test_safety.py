@@ -13,7 +13,7 @@ from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
 from demo.load import BackgroundLoad
 from demo.platform import SCRAPING, Platform
-from starter.cli import start_rollout
+from starter.cli import start_rollout, supersede_rollout
 from tests.e2e.rollouts import (
     LOAD_RATE,
     Handle,
@@ -106,3 +106,23 @@ async def test_a_canary_killed_mid_analysis_loses_its_traffic_and_is_rolled_back
     weights = await weights_set(handle)
     assert weights[-1] == 0
     assert 0 not in weights[1:-1], f"the canary lost its traffic only at the end: {weights}"
+
+
+async def test_a_new_image_mid_analysis_restarts_it_and_is_the_one_promoted(
+    platform: Platform, client: Client
+) -> None:
+    canary = canary_for(platform, unique("superseded"))
+    with target_under_load(platform, canary):
+        platform.wait_for_metric(SCRAPING)
+        handle = await start_rollout(client, canary, "v2")
+        await wait_for_weight(handle, 25)
+        await supersede_rollout(client, handle.id, "v3")
+        result = await verdict(handle)
+        assert result.phase == Phase.SUCCEEDED, [event.message for event in result.events]
+        assert versions(platform, canary) == {"v3"}
+    texts = [event.message for event in result.events]
+    assert texts.count(f"New revision detected! Restarting analysis for {canary.target}") == 1
+    assert result.image == "v3"
+    weights = await weights_set(handle)
+    restart = weights.index(0, 1)
+    assert weights[restart:] == [0, 25, 50, 75, 100, 0], weights
