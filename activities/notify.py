@@ -11,7 +11,9 @@ import kubernetes
 from temporalio import activity
 
 from activities import alerts, kube_events
+from activities.webhooks import call_webhook, webhook_payload
 from canary import contract
+from canary.spec import WebhookType
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,14 @@ class NotifyActivities:
 
     async def deliver(self, request: contract.NotifyRequest) -> NotifyReport:
         """Send to the alerts and record the Events concurrently; report what happened."""
-        sent, recorded = await asyncio.gather(
+        sent, recorded, hooked = await asyncio.gather(
             alerts.send_alerts(self._providers, request.canary, request.notifications),
             asyncio.to_thread(self._record_events, request),
+            _call_event_hooks(request),
         )
         report = NotifyReport()
+        for line, ok in hooked:
+            (report.delivered if ok else report.failures).append(line)
         for delivery in sent:
             (report.delivered if delivery.ok else report.failures).append(delivery.describe())
         for line, ok in recorded:
@@ -82,3 +87,23 @@ class NotifyActivities:
             if self._kube_api is None and self._kube_api_factory is not None:
                 self._kube_api = self._kube_api_factory()
             return self._kube_api
+
+
+async def _call_event_hooks(request: contract.NotifyRequest) -> list[tuple[str, bool]]:
+    """POST each event, in order, to every `event` hook of the spec."""
+    canary = request.canary
+    outcomes = []
+    for event in request.events:
+        for hook in canary.spec.analysis.webhooks_of(WebhookType.EVENT):
+            payload = webhook_payload(
+                name=canary.metadata.name,
+                namespace=canary.metadata.namespace,
+                phase=request.phase.value,
+                checksum=request.checksum,
+                metadata=hook.metadata,
+                event_type="Warning" if event.warning else "Normal",
+                event_message=event.message,
+            )
+            outcome = await call_webhook(hook.url, payload, hook.timeout)
+            outcomes.append((f"event hook {hook.name}: {outcome.message}", outcome.ok))
+    return outcomes

@@ -128,15 +128,26 @@ class RolloutActivities:
 
     @activity.defn(name=contract.OBSERVE)
     async def observe(self, request: contract.ObserveRequest) -> StepObservation:
-        """Read the canary's readiness and revision; when it is ready and still the revision
-        under analysis, run the rollout hooks (they may drive load), ask the traffic gates and
-        read the metrics."""
+        """Ask the rollback hooks, read the canary's readiness and revision; when nobody asked
+        for a rollback and the canary is ready and still the revision under analysis, run the
+        rollout hooks (they may drive load), ask the traffic gates and read the metrics."""
         canary = request.canary
         analysis = canary.spec.analysis
+        rollback_gates = [
+            await _call(canary, hook, request.phase, request.checksum)
+            for hook in analysis.webhooks_of(WebhookType.ROLLBACK)
+        ]
         ready, readiness, revision = await asyncio.to_thread(self._canary_state, canary)
-        if not ready or (request.checksum and revision != request.checksum):
+        if (
+            any(gate.ok for gate in rollback_gates)
+            or not ready
+            or (request.checksum and revision != request.checksum)
+        ):
             return StepObservation(
-                canary_ready=ready, canary_readiness=readiness, canary_revision=revision
+                canary_ready=ready,
+                canary_readiness=readiness,
+                canary_revision=revision,
+                rollback_gates=rollback_gates,
             )
         webhooks = [
             await _call(canary, hook, request.phase, request.checksum)
@@ -154,6 +165,7 @@ class RolloutActivities:
             canary_ready=ready,
             canary_readiness=readiness,
             canary_revision=revision,
+            rollback_gates=rollback_gates,
         )
 
     def _canary_state(self, canary: Canary) -> tuple[bool, str, str | None]:

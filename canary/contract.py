@@ -127,8 +127,20 @@ class Notification(BaseModel):
     time: datetime
 
 
+class EventNotice(BaseModel):
+    """One event for the spec's `event` hooks (Flagger's payload: eventMessage, eventType)."""
+
+    time: datetime
+    message: str
+    warning: bool = False
+
+
 class NotifyRequest(BaseModel):
-    """Events to send to the spec's alert providers and as Kubernetes Events on the target."""
+    """Events to send to the spec's alert providers and as Kubernetes Events on the target,
+    and every event to its `event` hooks."""
 
     canary: Canary
     notifications: list[Notification]
+    events: list[EventNotice] = Field(default_factory=list)
+    phase: Phase = Phase.PROGRESSING
+    checksum: str = ""

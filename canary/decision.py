@@ -60,6 +60,8 @@ class StepObservation(BaseModel):
     canary_revision: str | None = None
     """The revision the canary runs now; None when it was not read, which counts as unchanged
     (observations recorded before the target was read with every step)."""
+    rollback_gates: list[WebhookObservation] = Field(default_factory=list)
+    """`rollback` hooks: a 2xx asks for a rollback now (Flagger's manual rollback gate)."""
 
 
 class Decision(BaseModel):
@@ -69,22 +71,36 @@ class Decision(BaseModel):
     """Routes to set now; None leaves them as they are."""
 
 
-def start_analysis(canary: Canary, status: CanaryStatus, now: datetime) -> Decision:
-    """The first step: send the canary its first traffic (no analysis: it has none yet)."""
+def start_analysis(
+    canary: Canary, status: CanaryStatus, now: datetime, legacy: bool = False
+) -> Decision:
+    """The first step: send the canary its first traffic (no analysis: it has none yet).
+
+    `legacy` keeps the rules rollouts started before SAFE_ROLLOUT were decided by: a canary
+    with `mirror: true` gets no mirrored first step, and blue/green promotes without an
+    interval of all the traffic on the canary."""
     target = canary.target
     events = [Event(time=now, message=messages.starting(target), kind=EventKind.STARTED)]
-    routes, event = _first_routes(canary, now)
+    routes, event = _first_routes(canary, now, legacy)
     if event is not None:
         events.append(event)
     next_status = _with_routes(status, routes).model_copy(update={"phase": Phase.PROGRESSING})
     return Decision(action=Action.ADVANCE, status=next_status.with_events(*events), routes=routes)
 
 
-def _first_routes(canary: Canary, now: datetime) -> tuple[Routes | None, Event | None]:
+def _first_routes(
+    canary: Canary, now: datetime, legacy: bool = False
+) -> tuple[Routes | None, Event | None]:
     """The routes that start the strategy's analysis, and the event that announces them."""
     target = canary.target
     analysis = canary.spec.analysis
     strategy = analysis.strategy
+    if strategy == Strategy.CANARY and analysis.mirror and not legacy:
+        weight = analysis.mirror_weight or 100
+        message = messages.routing_mirror(target, weight)
+        return Routes(primary_weight=100, canary_weight=weight, mirror=True), Event(
+            time=now, message=message
+        )
     if strategy == Strategy.CANARY:
         weight = analysis.weights[0]
         message = messages.advance_weight(target, weight)
@@ -127,23 +143,26 @@ def restart_analysis(
 
 
 def decide(
-    canary: Canary, status: CanaryStatus, observation: StepObservation, now: datetime
+    canary: Canary,
+    status: CanaryStatus,
+    observation: StepObservation,
+    now: datetime,
+    legacy: bool = False,
 ) -> Decision:
-    """Judge one analysis step and say what to do next.
+    """Judge one analysis step and say what to do next (`legacy`: see `start_analysis`).
 
-    The canary's revision and readiness come before everything, pause included: a new revision
-    restarts the analysis, and a canary that is not ready loses its traffic at once.
+    A manual rollback, the canary's revision and its readiness come before everything, pause
+    included: a new revision restarts the analysis, and a canary that is not ready loses its
+    traffic at once.
     """
-    revision = observation.canary_revision
-    if revision is not None and status.revision is not None and revision != status.revision:
-        return restart_analysis(canary, status, revision, now)
-    if not observation.canary_ready:
-        return _canary_not_ready(canary, status, observation.canary_readiness, now)
-    status = status.model_copy(update={"canary_unready_since": None})
+    checked = _check_canary(canary, status, observation, now)
+    if isinstance(checked, Decision):
+        return checked
+    status = checked
     if status.paused:
         return Decision(action=Action.WAIT, status=status)
     target = canary.target
-    routes, event = _first_routes(canary, now)
+    routes, event = _first_routes(canary, now, legacy)
     if routes is not None and not _routed_to_canary(status):
         # The canary lost its traffic while it was not ready: its metrics saw no traffic, so
         # judge nothing now and give it back the first step's share.
@@ -159,7 +178,8 @@ def decide(
         return failed_check(canary, status, failure, now)
     analysis = canary.spec.analysis
     if analysis.strategy == Strategy.CANARY:
-        later = [weight for weight in analysis.weights if weight > status.canary_weight]
+        current = 0 if status.mirror else status.canary_weight
+        later = [weight for weight in analysis.weights if weight > current]
         if not later:
             return Decision(action=Action.PROMOTE, status=status)
         refused = next((gate for gate in observation.traffic_gates if not gate.ok), None)
@@ -178,12 +198,72 @@ def decide(
             routes=routes,
         )
     iterations = analysis.iterations or 0
+    if not legacy and analysis.strategy != Strategy.AB_TESTING and status.iteration >= iterations:
+        if (status.canary_weight, status.mirror) == (100, False):
+            return Decision(action=Action.PROMOTE, status=status)
+        message = messages.routing_all_to_canary(target)
+        return Decision(
+            action=Action.ADVANCE,
+            status=_with_routes(status, ALL_TO_CANARY).with_events(
+                Event(time=now, message=message)
+            ),
+            routes=ALL_TO_CANARY,
+        )
     iteration = status.iteration + 1
     message = messages.advance_iteration(target, iteration, iterations)
     event = Event(time=now, message=message, kind=EventKind.ADVANCED)
     status = status.model_copy(update={"iteration": iteration}).with_events(event)
-    action = Action.PROMOTE if iteration >= iterations else Action.ADVANCE
-    return Decision(action=action, status=status)
+    if iteration < iterations:
+        return Decision(action=Action.ADVANCE, status=status)
+    if legacy or analysis.strategy == Strategy.AB_TESTING:
+        return Decision(action=Action.PROMOTE, status=status)
+    # Blue/green: one more analysed interval with all the traffic on the canary first.
+    routed = Event(time=now, message=messages.routing_all_to_canary(target))
+    return Decision(
+        action=Action.ADVANCE,
+        status=_with_routes(status, ALL_TO_CANARY).with_events(routed),
+        routes=ALL_TO_CANARY,
+    )
+
+
+def judge(
+    canary: Canary, status: CanaryStatus, observation: StepObservation, now: datetime
+) -> Decision:
+    """A step that must not advance (waiting for promotion approval): the same checks as
+    `decide`, but the best it answers is WAIT."""
+    checked = _check_canary(canary, status, observation, now)
+    if isinstance(checked, Decision):
+        return checked
+    if checked.paused:
+        return Decision(action=Action.WAIT, status=checked)
+    metric_statuses, failure = _evaluate(canary, observation)
+    status = checked.model_copy(update={"metrics": metric_statuses})
+    if failure is not None:
+        return failed_check(canary, status, failure, now)
+    return Decision(action=Action.WAIT, status=status)
+
+
+def manual_rollback(canary: Canary, status: CanaryStatus, hook: str, now: datetime) -> Decision:
+    reason = messages.rolling_back_hook(canary.target, hook)
+    event = Event(time=now, message=reason, warning=True, kind=EventKind.ROLLED_BACK)
+    status = status.model_copy(update={"reason": reason}).with_events(event)
+    return Decision(action=Action.ROLLBACK, status=status)
+
+
+def _check_canary(
+    canary: Canary, status: CanaryStatus, observation: StepObservation, now: datetime
+) -> Decision | CanaryStatus:
+    """A decision when a rollback hook, a new revision or an unready canary settles the step;
+    else the status to judge on."""
+    asked = next((gate for gate in observation.rollback_gates if gate.ok), None)
+    if asked is not None:
+        return manual_rollback(canary, status, asked.name, now)
+    revision = observation.canary_revision
+    if revision is not None and status.revision is not None and revision != status.revision:
+        return restart_analysis(canary, status, revision, now)
+    if not observation.canary_ready:
+        return _canary_not_ready(canary, status, observation.canary_readiness, now)
+    return status.model_copy(update={"canary_unready_since": None})
 
 
 def failed_check(canary: Canary, status: CanaryStatus, message: str, now: datetime) -> Decision:

@@ -144,6 +144,14 @@ def rolling_back_error(target: str, error: str) -> str:
     return f"Rolling back {target} {error}"
 
 
+def rolling_back_hook(target: str, webhook: str) -> str:
+    return f"Rolling back {target} manual rollback requested by {webhook}"
+
+
+def routing_all_to_canary(target: str) -> str:
+    return f"Routing all traffic to canary {target}"
+
+
 def canary_failed(target: str) -> str:
     return f"Canary failed! Scaling down {target}"
 

@@ -23,11 +23,12 @@ with workflow.unsafe.imports_passed_through():
         StepObservation,
         decide,
         failed_check,
+        judge,
         restart_analysis,
         start_analysis,
     )
     from canary.details import status_markdown
-    from canary.spec import WebhookType
+    from canary.spec import Strategy, WebhookType
     from canary.status import CanaryStatus, Event, EventKind, Phase
     from canary.targets import traits
     from workflows import search_attributes
@@ -86,6 +87,7 @@ class CanaryWorkflow:
         self._metrics = RolloutMetrics(request.canary)
         self._safe = False
         self._new_image: str | None = None
+        self._unsent_hook_events: list[Event] = []
         if request.image is not None:
             self._published[search_attributes.IMAGE.name] = request.image
 
@@ -186,7 +188,8 @@ class CanaryWorkflow:
     async def _roll_out(self) -> None:
         await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
         await self._scale_up()
-        await self._pre_rollout()
+        if not (self._safe and self._canary.spec.skip_analysis):
+            await self._pre_rollout()
         if not self._safe:
             if not self._canary.spec.skip_analysis:
                 await self._analyse()
@@ -194,11 +197,12 @@ class CanaryWorkflow:
                 await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
             await self._promote_unchecked()
             return
+        skip = self._canary.spec.skip_analysis
         while True:
             try:
-                if not self._canary.spec.skip_analysis:
+                if not skip:
                     await self._analyse()
-                if not self._promote_requested:
+                if not self._promote_requested and not skip:
                     await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
                 await self._promote()
                 return
@@ -276,7 +280,11 @@ class CanaryWorkflow:
 
     async def _analyse(self) -> None:
         """Shift traffic step by step until the decision is to promote (or roll back)."""
-        await self._apply(start_analysis(self._canary, self._status, workflow.now()))
+        analysis = self._canary.spec.analysis
+        if self._safe and analysis.strategy == Strategy.CANARY:
+            await self._gate(WebhookType.CONFIRM_TRAFFIC_INCREASE, Phase.PROGRESSING)
+        legacy = not self._safe
+        await self._apply(start_analysis(self._canary, self._status, workflow.now(), legacy))
         steps = self._steps()
         step = 1
         while not self._promote_requested:
@@ -285,22 +293,26 @@ class CanaryWorkflow:
                 await self._take_new_image(restart=True)
             if self._promote_requested:
                 break
-            observation = await self._local_activity(
-                contract.OBSERVE,
-                contract.ObserveRequest(
-                    canary=self._canary,
-                    phase=self._status.phase,
-                    checksum=self._status.revision or "",
-                ),
-                StepObservation,
-                timeout=self._observe_timeout(),
-                summary=f"analysis {step}/{steps}: webhooks and metrics",
-            )
-            decision = decide(self._canary, self._status, observation, workflow.now())
+            observation = await self._observe(f"analysis {step}/{steps}: webhooks and metrics")
+            decision = decide(self._canary, self._status, observation, workflow.now(), legacy)
             await self._apply(decision)
             if decision.action == Action.PROMOTE:
                 return
             step += 1
+
+    async def _observe(self, summary: str) -> StepObservation:
+        observation: StepObservation = await self._local_activity(
+            contract.OBSERVE,
+            contract.ObserveRequest(
+                canary=self._canary,
+                phase=self._status.phase,
+                checksum=self._status.revision or "",
+            ),
+            StepObservation,
+            timeout=self._observe_timeout(),
+            summary=summary,
+        )
+        return observation
 
     async def _promote(self) -> None:
         """Copy the analysed revision to the primary, with traffic on ready workloads only.
@@ -345,7 +357,9 @@ class CanaryWorkflow:
         except StepFailed as failure:
             message = f"Promotion of {target} done, but the canary could not be scaled down: "
             self._event(message + failure.reason, warning=True)
-        await self._webhooks([WebhookType.POST_ROLLOUT], report_failures=True)
+        await self._webhooks(
+            [WebhookType.POST_ROLLOUT], report_failures=True, phase=Phase.SUCCEEDED
+        )
         self._set_phase(Phase.SUCCEEDED)
         self._event(messages.promotion_completed(target), kind=EventKind.PROMOTED)
 
@@ -371,7 +385,9 @@ class CanaryWorkflow:
         self._event(reason, warning=True, kind=EventKind.PROMOTION_FAILED)
         self._status = self._status.model_copy(update={"reason": reason})
         try:
-            await self._webhooks([WebhookType.POST_ROLLOUT], report_failures=True)
+            await self._webhooks(
+                [WebhookType.POST_ROLLOUT], report_failures=True, phase=Phase.FAILED
+            )
         except StepFailed as failure:
             self._event(f"Post-rollout hooks of {target} failed: {failure.reason}", warning=True)
         self._set_phase(Phase.FAILED)
@@ -414,9 +430,12 @@ class CanaryWorkflow:
                 message = f"Rollback of {target} incomplete: cannot scale the canary down: "
                 self._event(message + failure.reason, warning=True)
         self._event(messages.canary_failed(target), warning=True)
-        kinds = [WebhookType.ROLLBACK, WebhookType.POST_ROLLOUT]
+        # `rollback` hooks ask for a rollback; rollouts before SAFE_ROLLOUT called them after it.
+        kinds = [WebhookType.POST_ROLLOUT]
+        if not self._safe:
+            kinds.insert(0, WebhookType.ROLLBACK)
         try:
-            await self._webhooks(kinds, report_failures=True)
+            await self._webhooks(kinds, report_failures=True, phase=Phase.FAILED)
         except StepFailed as failure:
             self._event(f"Rollback hooks of {target} failed: {failure.reason}", warning=True)
         self._status = self._status.model_copy(update={"phase": Phase.FAILED})
@@ -429,24 +448,36 @@ class CanaryWorkflow:
             return
         previous_phase = self._status.phase
         announced = False
+        rollback_hooks = {
+            hook.name for hook in self._canary.spec.analysis.webhooks_of(WebhookType.ROLLBACK)
+        }
+        kinds = [kind, WebhookType.ROLLBACK] if self._safe and rollback_hooks else [kind]
         while True:
-            refused = next((hook for hook in await self._webhooks([kind]) if not hook.ok), None)
+            results = await self._webhooks(kinds)
+            asked = next((h for h in results if h.ok and h.name in rollback_hooks), None)
+            if asked is not None and len(kinds) > 1:
+                raise RollBack(messages.rolling_back_hook(self._canary.target, asked.name))
+            gates = [hook for hook in results if hook.name not in rollback_hooks or len(kinds) == 1]
+            refused = next((hook for hook in gates if not hook.ok), None)
             if refused is None:
                 if announced:
                     self._set_phase(previous_phase)
                 return
             if not announced:
                 self._set_phase(waiting_phase)
-                waiting = (
-                    messages.waiting_for_promotion_approval
-                    if kind == WebhookType.CONFIRM_PROMOTION
-                    else messages.waiting_for_approval
-                )
+                waiting = {
+                    WebhookType.CONFIRM_PROMOTION: messages.waiting_for_promotion_approval,
+                    WebhookType.CONFIRM_TRAFFIC_INCREASE: messages.waiting_for_traffic_approval,
+                }.get(kind, messages.waiting_for_approval)
                 self._event(waiting(self._canary.target, refused.name), kind=EventKind.WAITING)
                 announced = True
             await self._wait_interval(f"waiting for {kind}")
             if self._new_image is not None:
                 await self._take_new_image(restart=kind != WebhookType.CONFIRM_ROLLOUT)
+            if self._safe and kind == WebhookType.CONFIRM_PROMOTION:
+                # The analysis goes on while promotion waits for approval: it can still fail.
+                observation = await self._observe(f"analysis while waiting for {kind}")
+                await self._apply(judge(self._canary, self._status, observation, workflow.now()))
 
     async def _wait_until_ready(self, primary: bool) -> None:
         """Wait for readiness; past the progress deadline, roll back."""
@@ -546,14 +577,17 @@ class CanaryWorkflow:
             }
         )
 
-    async def _webhooks(self, kinds: list[WebhookType], report_failures: bool = False) -> list[Any]:
+    async def _webhooks(
+        self, kinds: list[WebhookType], report_failures: bool = False, phase: Phase | None = None
+    ) -> list[Any]:
+        """Call the hooks of `kinds`; their payload names `phase` (default: the current one)."""
         hooks = [h for h in self._canary.spec.analysis.webhooks if h.type in kinds]
         if not hooks:
             return []
         request = contract.WebhooksRequest(
             canary=self._canary,
             kinds=kinds,
-            phase=self._status.phase,
+            phase=phase or self._status.phase,
             checksum=self._status.revision or "",
         )
         timeout = timedelta(seconds=sum(hook.timeout for hook in hooks) + 30)
@@ -600,7 +634,8 @@ class CanaryWorkflow:
     def _observe_timeout(self) -> timedelta:
         hooks = self._canary.spec.analysis.webhooks_of(WebhookType.ROLLOUT)
         gates = self._canary.spec.analysis.webhooks_of(WebhookType.CONFIRM_TRAFFIC_INCREASE)
-        seconds = sum(hook.timeout for hook in [*hooks, *gates])
+        asks = self._canary.spec.analysis.webhooks_of(WebhookType.ROLLBACK)
+        seconds = sum(hook.timeout for hook in [*hooks, *gates, *asks])
         return timedelta(seconds=seconds + 30 * (1 + len(self._canary.spec.analysis.metrics)))
 
     def _set_phase(self, phase: Phase) -> None:
@@ -612,22 +647,23 @@ class CanaryWorkflow:
         self._record(event)
 
     def _record(self, event: Event) -> None:
-        """Log an event that is already in the status; queue it for alerts if it has a kind."""
+        """Log an event that is already in the status; queue it for alerts if it has a kind,
+        and for `event` hooks."""
         _log(event)
         if event.kind is not None:
             self._unsent.append(event)
+        if self._safe and self._canary.spec.analysis.webhooks_of(WebhookType.EVENT):
+            self._unsent_hook_events.append(event)
 
     async def _publish(self) -> None:
         """Before each wait: show the status in the Web UI and send what happened since."""
         workflow.set_current_details(status_markdown(self._canary, self._status))
         self._upsert_search_attributes()
         self._metrics.publish(self._status)
-        if not self._unsent:
-            return
         unsent, self._unsent = self._unsent, []
+        hook_events, self._unsent_hook_events = self._unsent_hook_events, []
         spec = self._canary.spec
-        if not spec.analysis.alerts and spec.target_ref.kind != "Deployment":
-            return
+        alerted = bool(spec.analysis.alerts) or spec.target_ref.kind == "Deployment"
         notifications = [
             contract.Notification(
                 kind=event.kind,
@@ -635,10 +671,21 @@ class CanaryWorkflow:
                 message=event.message,
                 time=event.time,
             )
-            for event in unsent
+            for event in (unsent if alerted else [])
             if event.kind is not None
         ]
-        request = contract.NotifyRequest(canary=self._canary, notifications=notifications)
+        if not notifications and not hook_events:
+            return
+        request = contract.NotifyRequest(
+            canary=self._canary,
+            notifications=notifications,
+            events=[
+                contract.EventNotice(time=e.time, message=e.message, warning=e.warning)
+                for e in hook_events
+            ],
+            phase=self._status.phase,
+            checksum=self._status.revision or "",
+        )
         try:
             await self._local_activity(
                 contract.NOTIFY, request, type(None), timeout=NOTIFY_TIMEOUT, summary="notify"

@@ -440,14 +440,15 @@ def test_failing_metrics_halt_even_when_the_gate_refuses() -> None:
 
 
 @pytest.mark.parametrize(
-    "analysis",
+    ("analysis", "legacy"),
     [
-        pytest.param({"iterations": 3, "match": MATCH}, id="ab-testing"),
-        pytest.param({"iterations": 3}, id="blue-green"),
-        pytest.param({"iterations": 3, "mirror": True}, id="blue-green-mirror"),
+        pytest.param({"iterations": 3, "match": MATCH}, False, id="ab-testing"),
+        pytest.param({"iterations": 3}, True, id="blue-green-legacy"),
+        pytest.param({"iterations": 3, "mirror": True}, True, id="blue-green-mirror-legacy"),
     ],
 )
-def test_iterations_then_promotion(analysis: dict[str, Any]) -> None:
+def test_iterations_then_promotion(analysis: dict[str, Any], legacy: bool) -> None:
+    """A/B testing; and blue/green as rollouts started before the safety rules decide it."""
     canary = make_canary(analysis)
     start = start_analysis(canary, CanaryStatus(phase=Phase.INITIALIZED), NOW)
     status = start.status
@@ -456,11 +457,11 @@ def test_iterations_then_promotion(analysis: dict[str, Any]) -> None:
     events: list[str] = []
     for step in range(3):
         if step == 1:  # a failed step does not count as an iteration
-            halted = decide(canary, status, observe(success=50), NOW)
+            halted = decide(canary, status, observe(success=50), NOW, legacy)
             assert halted.action == Action.HALT
             assert halted.status.iteration == status.iteration
             status = halted.status
-        decision = decide(canary, status, PASSING, NOW)
+        decision = decide(canary, status, PASSING, NOW, legacy)
         assert decision.routes is None  # the routes set at the start stay
         assert (
             decision.status.primary_weight,

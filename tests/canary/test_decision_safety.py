@@ -6,14 +6,23 @@ from typing import Any
 
 import pytest
 
-from canary.decision import ALL_TO_PRIMARY, Action, Routes, StepObservation, decide
-from canary.status import CanaryStatus, EventKind, Phase
+from canary.decision import (
+    ALL_TO_PRIMARY,
+    Action,
+    Routes,
+    StepObservation,
+    decide,
+    judge,
+    start_analysis,
+)
+from canary.status import CanaryStatus, EventKind, Phase, WebhookObservation
 from tests.canary.test_decision import (
     CANARY,
     MATCH,
     NOW,
     PASSING,
     make_canary,
+    messages_of,
     new_messages,
     observe,
     progressing,
@@ -142,3 +151,91 @@ def test_the_same_or_an_unread_revision_goes_on(known: str, seen: str | None) ->
     )
     assert decision.action == Action.ADVANCE
     assert decision.routes == Routes(primary_weight=80, canary_weight=20)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_blue_green_gives_the_canary_all_traffic_for_one_analysed_interval_first(
+    mirror: bool,
+) -> None:
+    canary = make_canary({"iterations": 2, "mirror": mirror})
+    status = progressing(100 if mirror else 0, mirror=mirror, revision="r1")
+    steps = []
+    for _ in range(4):
+        decision = decide(canary, status, PASSING, NOW)
+        steps.append((decision.action, decision.routes, new_messages(status, decision)))
+        status = decision.status
+    assert steps == [
+        (Action.ADVANCE, None, ["Advance podinfo.test canary iteration 1/2"]),
+        (
+            Action.ADVANCE,
+            Routes(primary_weight=0, canary_weight=100),
+            [
+                "Advance podinfo.test canary iteration 2/2",
+                "Routing all traffic to canary podinfo.test",
+            ],
+        ),
+        (Action.PROMOTE, None, []),
+        (Action.PROMOTE, None, []),
+    ]
+
+
+def test_a_failure_with_all_traffic_on_the_canary_still_halts_before_promotion() -> None:
+    canary = make_canary({"iterations": 1}, threshold=2)
+    status = progressing(100, iteration=1, revision="r1")
+    decision = decide(canary, status, observe(success=40), NOW)
+    assert decision.action == Action.HALT
+
+
+def test_a_canary_with_mirror_starts_with_one_mirrored_step_then_shifts_weights() -> None:
+    canary = make_canary({"stepWeight": 25, "maxWeight": 50, "mirror": True, "mirrorWeight": 30})
+    start = start_analysis(canary, CanaryStatus(phase=Phase.INITIALIZED, revision="r1"), NOW)
+    assert start.routes == Routes(primary_weight=100, canary_weight=30, mirror=True)
+    assert messages_of(start.status)[-1] == "Mirroring 30% of the traffic to podinfo.test"
+    weights = []
+    status = start.status
+    for _ in range(3):
+        decision = decide(canary, status, PASSING, NOW)
+        weights.append((decision.action, decision.routes))
+        status = decision.status
+    assert weights == [
+        (Action.ADVANCE, Routes(primary_weight=75, canary_weight=25)),
+        (Action.ADVANCE, Routes(primary_weight=50, canary_weight=50)),
+        (Action.PROMOTE, None),
+    ]
+    legacy = start_analysis(canary, CanaryStatus(phase=Phase.INITIALIZED), NOW, legacy=True)
+    assert legacy.routes == Routes(primary_weight=75, canary_weight=25)
+
+
+def test_judging_while_waiting_for_promotion_never_advances_but_can_fail() -> None:
+    canary = make_canary(threshold=2)
+    status = progressing(50, revision="r1")
+    passing = judge(canary, status, PASSING, NOW)
+    assert (passing.action, passing.routes) == (Action.WAIT, None)
+    assert [metric.value for metric in passing.status.metrics] == [99.9, 120.0]
+    halted = judge(canary, status, observe(success=50), NOW)
+    assert halted.action == Action.HALT
+    rolled_back = judge(canary, halted.status, observe(success=50), NOW)
+    assert rolled_back.action == Action.ROLLBACK
+    restarted = judge(canary, status, PASSING.model_copy(update={"canary_revision": "r2"}), NOW)
+    assert restarted.action == Action.RESTART
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_a_rollback_hook_that_answers_2xx_rolls_back_now(paused: bool) -> None:
+    status = progressing(30, revision="r1", paused=paused)
+    gates = [
+        WebhookObservation(name="keep", ok=False, message="status 403"),
+        WebhookObservation(name="stop-it", ok=True, message="status 200"),
+    ]
+    seen = PASSING.model_copy(update={"rollback_gates": gates})
+    for decision in (
+        decide(make_canary(), status, seen, NOW),
+        judge(make_canary(), status, seen, NOW),
+    ):
+        assert decision.action == Action.ROLLBACK
+        assert decision.status.reason == (
+            "Rolling back podinfo.test manual rollback requested by stop-it"
+        )
+        assert decision.status.events[-1].kind == EventKind.ROLLED_BACK
+    refused = PASSING.model_copy(update={"rollback_gates": gates[:1]})
+    assert decide(make_canary(), status, refused, NOW).action != Action.ROLLBACK

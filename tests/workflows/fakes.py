@@ -9,7 +9,7 @@ from temporalio.exceptions import ApplicationError
 
 from canary import contract
 from canary.decision import Routes, StepObservation
-from canary.spec import Canary
+from canary.spec import Canary, WebhookType
 from canary.status import MetricObservation, WebhookObservation
 
 Metrics = Callable[[int], list[MetricObservation]]
@@ -44,6 +44,8 @@ class FakePlatform:
     scales: list[int] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     webhook_calls: list[str] = field(default_factory=list)
+    hook_phases: list[tuple[str, str]] = field(default_factory=list)
+    """(hook name, phase of its payload) for every call_webhooks call."""
     observed_weights: list[int] = field(default_factory=list)
     notifications: list[contract.Notification] = field(default_factory=list)
     promotions: int = 0
@@ -109,9 +111,14 @@ class FakePlatform:
     async def observe(self, request: contract.ObserveRequest) -> StepObservation:
         weight = self._weight()
         self.observed_weights.append(weight)
-        hooks = [h for h in request.canary.spec.analysis.webhooks if h.type == "rollout"]
+        analysis = request.canary.spec.analysis
         return StepObservation(
-            webhooks=[self._hook(hook.name) for hook in hooks],
+            rollback_gates=[self._hook(h.name) for h in analysis.webhooks_of(WebhookType.ROLLBACK)],
+            webhooks=[self._hook(h.name) for h in analysis.webhooks_of(WebhookType.ROLLOUT)],
+            traffic_gates=[
+                self._hook(h.name)
+                for h in analysis.webhooks_of(WebhookType.CONFIRM_TRAFFIC_INCREASE)
+            ],
             metrics=self._metrics()(weight),
             canary_revision=self.canary_revision or self.primary_revision,
         )
@@ -119,6 +126,7 @@ class FakePlatform:
     @activity.defn(name=contract.CALL_WEBHOOKS)
     async def call_webhooks(self, request: contract.WebhooksRequest) -> contract.WebhooksResult:
         hooks = [h for h in request.canary.spec.analysis.webhooks if h.type in request.kinds]
+        self.hook_phases.extend((hook.name, request.phase.value) for hook in hooks)
         return contract.WebhooksResult(webhooks=[self._hook(hook.name) for hook in hooks])
 
     @activity.defn(name=contract.NOTIFY)
