@@ -77,11 +77,16 @@ def render_query(
     variables: Mapping[str, str] | None = None,
 ) -> str:
     """Fill `{{ namespace }}`, `{{ target }}`, `{{ interval }}`, `{{ service }}` and
-    `{{ variables.NAME }}`; the interval is a Prometheus duration such as `1m30s`."""
-    values = {"namespace": namespace, "target": target, "interval": interval}
+    `{{ variables.NAME }}`; the interval is a Prometheus duration such as `1m30s`.
+
+    Values are escaped for a PromQL string (`\\` and `"`), since placeholders sit inside
+    label matchers: a value can end the quoted string it is pasted into."""
+    values = {"namespace": namespace, "target": target}
     if service is not None:
         values["service"] = service
     values.update({f"variables.{name}": value for name, value in (variables or {}).items()})
+    values = {name: promql_string_content(value) for name, value in values.items()}
+    values["interval"] = interval
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1).strip()
@@ -90,6 +95,11 @@ def render_query(
         return values[name]
 
     return _PLACEHOLDER.sub(substitute, template)
+
+
+def promql_string_content(value: str) -> str:
+    """`value` escaped to stand between the double quotes of a PromQL string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def builtin_query(router: str, metric: str, *, namespace: str, target: str, interval: str) -> str:

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from canary import spec
+from canary import names, safe_yaml, spec
+from canary.names import shown
 
 API_VERSION = "flagger.app/v1beta1"
 LEGACY_API_VERSION = "flagger.app/v1alpha3"
@@ -71,12 +71,9 @@ def load_canary(text: str, source: str = "<input>") -> LoadedCanary:
 
 def _parse_yaml(text: str, source: str) -> list[Any]:
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SpecError([f"{where}: invalid YAML: {reason}"]) from None
+        documents = safe_yaml.load_documents(text, source)
+    except safe_yaml.YamlError as error:
+        raise SpecError([str(error)]) from None
     if not documents:
         raise SpecError([f"{source}: empty file, expected a Canary ({API_VERSION})"])
     return documents
@@ -94,10 +91,10 @@ def _split_documents(
         if kind == "Canary":
             canaries.append(doc)
         elif kind == "MetricTemplate":
-            meta = doc.get("metadata") or {}
+            meta = _mapping(doc.get("metadata"))
             templates[(str(meta.get("name")), meta.get("namespace"))] = doc
         else:
-            raise SpecError([f"kind: expected Canary, got {kind!r} in {source}"])
+            raise SpecError([f"kind: expected Canary, got {shown(kind)} in {source}"])
     if len(canaries) != 1:
         raise SpecError([f"{source}: expected exactly one Canary, found {len(canaries)}"])
     return canaries[0], templates
@@ -117,7 +114,7 @@ def _convert_legacy(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         if isinstance(spec_doc, dict) and "canaryAnalysis" in spec_doc:
             spec_doc["analysis"] = spec_doc.pop("canaryAnalysis")
     elif api_version != API_VERSION:
-        raise SpecError([f"apiVersion: expected {API_VERSION}, got {api_version!r}"])
+        raise SpecError([f"apiVersion: expected {API_VERSION}, got {shown(api_version)}"])
     if isinstance(spec_doc, dict) and isinstance(spec_doc.get("analysis"), dict):
         analysis = dict(spec_doc["analysis"])
         metrics = analysis.get("metrics")
@@ -156,7 +153,7 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             message = "is required"
         elif kind == "enum":
             expected = item.get("ctx", {}).get("expected", "")
-            message = f"unknown value {item['input']!r} (expected one of {expected})"
+            message = f"unknown value {shown(item['input'])} (expected one of {expected})"
         elif kind == "model_type" or kind == "model_attributes_type":
             message = "must be a mapping"
         elif kind == "string_too_short" and item.get("ctx", {}).get("min_length") == 1:
@@ -177,6 +174,7 @@ def _format_path(loc: Iterable[int | str]) -> str:
         elif "[" in part or part.startswith("function-"):
             continue
         else:
+            part = names.plain(part)
             path += f".{part}" if path else part
     return path
 
@@ -194,31 +192,39 @@ def _resolve_templates(
             continue
         namespace = ref.namespace or canary.metadata.namespace
         template = templates.get((ref.name, namespace)) or templates.get((ref.name, None))
+        label = f"{names.plain(namespace)}/{names.plain(ref.name)}"
         if template is None:
             problems.append(
                 f"spec.analysis.metrics[{index}].templateRef: MetricTemplate "
-                f"{namespace}/{ref.name} not found (put it in the same file as the Canary)"
+                f"{label} not found (put it in the same file as the Canary)"
             )
             metrics.append(metric)
             continue
-        template_spec = template.get("spec") or {}
+        template_spec = _mapping(template.get("spec"))
         query = template_spec.get("query")
         if not isinstance(query, str) or not query.strip():
-            problems.append(f"MetricTemplate {namespace}/{ref.name}: spec.query is required")
-        provider = template_spec.get("provider") or {}
+            problems.append(f"MetricTemplate {label}: spec.query is required")
+            query = None
+        provider = _mapping(template_spec.get("provider"))
         if provider.get("type", "prometheus") != "prometheus":
             problems.append(
-                f"MetricTemplate {namespace}/{ref.name}: spec.provider.type: unknown provider "
-                f"{provider.get('type')!r} (supported: prometheus)"
+                f"MetricTemplate {label}: spec.provider.type: unknown provider "
+                f"{shown(provider.get('type'))} (supported: prometheus)"
             )
-        metrics.append(
-            metric.model_copy(update={"query": query, "metrics_server": provider.get("address")})
-        )
+        address = provider.get("address")
+        if address is not None and not isinstance(address, str):
+            problems.append(f"MetricTemplate {label}: spec.provider.address: must be a string")
+            address = None
+        metrics.append(metric.model_copy(update={"query": query, "metrics_server": address}))
     analysis = canary.spec.analysis.model_copy(update={"metrics": metrics})
     resolved = canary.model_copy(
         update={"spec": canary.spec.model_copy(update={"analysis": analysis})}
     )
     return resolved, problems
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def semantic_problems(canary: spec.Canary) -> list[str]:
@@ -230,24 +236,76 @@ def semantic_problems(canary: spec.Canary) -> list[str]:
         supported = f"(supported: {', '.join(spec.ROUTERS)})"
         if target.provider in FLAGGER_ONLY_PROVIDERS:
             problems.append(
-                f"spec.provider: provider {target.provider!r} is not supported by coalmine yet "
-                f"{supported}"
+                f"spec.provider: provider {shown(target.provider)} is not supported by "
+                f"coalmine yet {supported}"
             )
         else:
-            problems.append(f"spec.provider: unknown provider {target.provider!r} {supported}")
+            problems.append(f"spec.provider: unknown provider {shown(target.provider)} {supported}")
     if target.target_ref.kind not in spec.TARGET_KINDS:
         problems.append(
-            f"spec.targetRef.kind: unsupported kind {target.target_ref.kind!r} "
+            f"spec.targetRef.kind: unsupported kind {shown(target.target_ref.kind)} "
             f"(supported: {', '.join(spec.TARGET_KINDS)})"
         )
+    problems += _name_problems(canary)
     problems += _local_problems(target)
     if target.autoscaler_ref and target.autoscaler_ref.kind != "HorizontalPodAutoscaler":
         problems.append(
-            f"spec.autoscalerRef.kind: unsupported kind {target.autoscaler_ref.kind!r} "
+            f"spec.autoscalerRef.kind: unsupported kind {shown(target.autoscaler_ref.kind)} "
             "(supported: HorizontalPodAutoscaler)"
         )
     problems += _analysis_problems(analysis, target.provider)
     return problems
+
+
+def _name_problems(canary: spec.Canary) -> list[str]:
+    """Names become Kubernetes object names, label values and PromQL label values: each
+    must be valid with the suffix coalmine appends (`<name>-primary`, `<name>-canary`)."""
+    target = canary.spec
+    service = target.service
+    checks: list[tuple[str, str | None]] = [
+        ("metadata.name", names.label_problem(canary.metadata.name)),
+        ("metadata.namespace", names.label_problem(canary.metadata.namespace)),
+        (
+            "spec.targetRef.name",
+            # without service.name, the target also names the Services
+            names.label_problem(
+                target.target_ref.name, room=names.ROOM, letter_first=service.name is None
+            ),
+        ),
+        (
+            "spec.service.name",
+            None
+            if service.name is None
+            else names.label_problem(service.name, room=names.ROOM, letter_first=True),
+        ),
+        ("spec.service.portName", names.port_name_problem(service.port_name)),
+        ("spec.service.targetPort", _target_port_problem(service.target_port)),
+        (
+            "spec.autoscalerRef.name",
+            None
+            if target.autoscaler_ref is None
+            else names.subdomain_problem(target.autoscaler_ref.name, room=names.ROOM),
+        ),
+    ]
+    analysis = target.analysis
+    for index, metric in enumerate(analysis.metrics):
+        checks.append((f"spec.analysis.metrics[{index}].name", names.control_problem(metric.name)))
+    for index, webhook in enumerate(analysis.webhooks):
+        path = f"spec.analysis.webhooks[{index}].name"
+        checks.append((path, names.control_problem(webhook.name)))
+    for index, alert in enumerate(analysis.alerts):
+        path = f"spec.analysis.alerts[{index}]"
+        checks.append((f"{path}.name", names.control_problem(alert.name)))
+        checks.append((f"{path}.providerRef.name", names.control_problem(alert.provider_ref.name)))
+    return [f"{path}: {problem}" for path, problem in checks if problem is not None]
+
+
+def _target_port_problem(port: int | str | None) -> str | None:
+    if isinstance(port, str):
+        return names.port_name_problem(port)
+    if port is not None and not 0 < port <= 65535:
+        return f"must be a port number between 1 and 65535 or a port name (got {port})"
+    return None
 
 
 def _local_problems(target: spec.CanarySpec) -> list[str]:
@@ -260,19 +318,20 @@ def _local_problems(target: spec.CanarySpec) -> list[str]:
     if target.local is not None and not local_kind:
         problems.append(
             f"spec.local: only for spec.targetRef.kind LocalProcess "
-            f"(got {target.target_ref.kind!r})"
+            f"(got {shown(target.target_ref.kind)})"
         )
     if target.local is not None and target.local.primary_port == target.local.canary_port:
         problems.append("spec.local.canaryPort: must differ from primaryPort")
     if target.provider == "traefik" and target.traefik is None:
         problems.append("spec.traefik: required when spec.provider is traefik")
     if target.traefik is not None and target.provider != "traefik":
-        problems.append(f"spec.traefik: only for provider traefik (got {target.provider!r})")
+        problems.append(f"spec.traefik: only for provider traefik (got {shown(target.provider)})")
     if target.provider == "traefik" and not local_kind:
         problems.append("spec.provider: traefik routes LocalProcess targets only")
     if local_kind and target.provider != "traefik":
         problems.append(
-            f"spec.provider: a LocalProcess target needs provider traefik (got {target.provider!r})"
+            "spec.provider: a LocalProcess target needs provider traefik "
+            f"(got {shown(target.provider)})"
         )
     return problems
 
@@ -330,7 +389,7 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
         url = urlparse(webhook.url)
         if url.scheme not in ("http", "https") or not url.hostname:
             problems.append(
-                f"{base}.webhooks[{index}].url: must be an http(s) URL (got {webhook.url!r})"
+                f"{base}.webhooks[{index}].url: must be an http(s) URL (got {shown(webhook.url)})"
             )
     return problems
 
@@ -339,7 +398,7 @@ def _metric_problems(metric: spec.Metric, path: str) -> list[str]:
     problems: list[str] = []
     if not metric.builtin and metric.query is None and metric.template_ref is None:
         problems.append(
-            f"{path}: {metric.name!r} is neither a built-in metric "
+            f"{path}: {shown(metric.name)} is neither a built-in metric "
             f"({', '.join(spec.BUILTIN_METRICS)}) nor has a query or templateRef"
         )
     bounds = metric.threshold_range
@@ -353,7 +412,8 @@ def _metric_problems(metric: spec.Metric, path: str) -> list[str]:
 
 
 def _unknown_fields(model: BaseModel, path: str) -> list[str]:
-    found = [f"{path}.{name}" if path else name for name in (model.model_extra or {})]
+    extra = [names.plain(str(name)) for name in (model.model_extra or {})]
+    found = [f"{path}.{name}" if path else name for name in extra]
     for name, info in type(model).model_fields.items():
         alias = info.serialization_alias or name
         child_path = f"{path}.{alias}" if path else alias

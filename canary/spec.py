@@ -8,11 +8,13 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AliasGenerator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    FiniteFloat,
     PlainSerializer,
 )
 from pydantic.alias_generators import to_camel
@@ -46,6 +48,26 @@ Seconds = Annotated[
 ]
 """A duration held in seconds, written back as `1m30s` so the spec round-trips."""
 
+MAX_INTERVAL_SECONDS = 24 * 3600.0
+"""Longest `analysis.interval` and metric `interval`."""
+MAX_WEBHOOK_TIMEOUT_SECONDS = 3600.0
+MAX_PROGRESS_DEADLINE_SECONDS = 7 * 24 * 3600
+"""Longest `progressDeadlineSeconds`. With the bounds above, every duration the workflow
+derives from a spec (timers, deadlines, activity timeouts) stays far inside a timedelta."""
+
+
+def _at_most(limit: float) -> AfterValidator:
+    def check(value: float) -> float:
+        if value > limit:
+            raise ValueError(f"must be at most {durations.format_duration(limit)}")
+        return value
+
+    return AfterValidator(check)
+
+
+Interval = Annotated[Seconds, _at_most(MAX_INTERVAL_SECONDS)]
+WebhookTimeout = Annotated[Seconds, _at_most(MAX_WEBHOOK_TIMEOUT_SECONDS)]
+
 
 class SpecModel(BaseModel):
     model_config = ConfigDict(
@@ -68,13 +90,13 @@ class TemplateRef(SpecModel):
 
 
 class ThresholdRange(SpecModel):
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
 
 class Metric(SpecModel):
     name: str = Field(min_length=1)
-    interval: Seconds = 60.0
+    interval: Interval = 60.0
     threshold_range: ThresholdRange | None = None
     query: str | None = None
     template_ref: TemplateRef | None = None
@@ -102,7 +124,7 @@ class Webhook(SpecModel):
     name: str = Field(min_length=1)
     type: WebhookType = WebhookType.ROLLOUT
     url: str
-    timeout: Seconds = 10.0
+    timeout: WebhookTimeout = 10.0
     metadata: dict[str, str] = Field(default_factory=dict)
     mute_alert: bool = False
 
@@ -137,7 +159,7 @@ class Strategy(StrEnum):
 
 
 class Analysis(SpecModel):
-    interval: Seconds = 60.0
+    interval: Interval = 60.0
     threshold: int = 5
     max_weight: int | None = None
     step_weight: int | None = None
@@ -218,7 +240,7 @@ class CanarySpec(SpecModel):
     provider: str = "istio"
     target_ref: ObjectRef
     autoscaler_ref: ObjectRef | None = None
-    progress_deadline_seconds: int = Field(default=600, gt=0)
+    progress_deadline_seconds: int = Field(default=600, gt=0, le=MAX_PROGRESS_DEADLINE_SECONDS)
     service: Service
     skip_analysis: bool = False
     analysis: Analysis
@@ -250,5 +272,7 @@ class Canary(SpecModel):
 
 
 def workflow_id(namespace: str, name: str) -> str:
-    """One rollout per Canary: Temporal refuses a second running workflow with this id."""
-    return f"canary-{namespace}-{name}"
+    """One rollout per Canary: Temporal refuses a second running workflow with this id.
+
+    A namespace has no dots, so no two (namespace, name) pairs share an id."""
+    return f"canary-{namespace}.{name}"

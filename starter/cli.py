@@ -35,7 +35,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from canary import contract
+from canary import contract, safe_yaml
 from canary.loader import LoadedCanary, SpecError, load_canary
 from canary.spec import Canary, workflow_id
 from canary.status import MAX_EVENTS, CanaryStatus, Phase
@@ -190,9 +190,14 @@ def identity(given: str | None) -> str:
 
 
 def _load(path: str) -> LoadedCanary:
-    file = Path(path)
+    """Read and validate a spec file; past the size limit it is refused unread."""
     try:
-        text = file.read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            data = file.read(safe_yaml.MAX_BYTES + 1)
+            if len(data) > safe_yaml.MAX_BYTES:
+                size = max(os.fstat(file.fileno()).st_size, len(data))
+                raise Refused(safe_yaml.too_large(path, size))
+        text = data.decode("utf-8")
     except OSError as error:
         raise Refused(f"{path}: cannot read: {error.strerror}") from None
     except UnicodeDecodeError:

@@ -17,6 +17,8 @@ from tests.support.prometheus import RunningPrometheus, running_prometheus, stat
 
 NAMESPACE = "test"
 TARGET = "podinfo"
+ODD_WORKLOAD = 'odd"name\\with-quote'
+"""A label value holding `"` and `\\`: pasted unescaped, it would end the PromQL string."""
 DURATION_SHARES = {25.0: 0.50, 50.0: 0.30, 100.0: 0.15, 250.0: 0.03, 500.0: 0.02}
 
 
@@ -54,6 +56,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
     exporter.set_rate(requests_total, istio_labels(TARGET, "other", response_code="500"), 50.0)
     exporter.set_rate(requests_total, istio_labels(f"{TARGET}-primary", response_code="500"), 50.0)
     exporter.set_rate(requests_total, istio_labels("idle", response_code="200"), 0.0)
+    exporter.set_rate(requests_total, istio_labels(ODD_WORKLOAD, response_code="200"), 7.0)
     duration = "istio_request_duration_milliseconds"
     exporter.set_histogram(duration, istio_labels(TARGET), 100.0, DURATION_SHARES)
     exporter.set_histogram(duration, istio_labels(f"{TARGET}-primary"), 100.0, {5000.0: 1.0})
@@ -126,6 +129,24 @@ def test_a_rendered_custom_query_gives_its_rate(metrics: PrometheusMetrics) -> N
     )
 
     assert metrics.query_value(query) == pytest.approx(2.0, rel=0.1)
+
+
+def test_a_value_with_quote_and_backslash_matches_its_own_series_only(
+    metrics: PrometheusMetrics,
+) -> None:
+    template = (
+        'sum(rate(istio_requests_total{destination_workload="{{ variables.workload }}",'
+        ' destination_workload_namespace="{{ namespace }}"}[{{ interval }}]))'
+    )
+    query = render_query(
+        template,
+        namespace=NAMESPACE,
+        target=TARGET,
+        interval="5s",
+        variables={"workload": ODD_WORKLOAD},
+    )
+
+    assert metrics.query_value(query) == pytest.approx(7.0, rel=0.1)
 
 
 @pytest.mark.parametrize(("order", "expected"), [("sort_desc", 98.0), ("sort", 2.0)])
@@ -226,6 +247,24 @@ def test_render_fills_every_placeholder_with_or_without_spaces() -> None:
     )
 
     assert rendered == "test podinfo 1m30s podinfo-svc 503 503"
+
+
+def test_render_escapes_quotes_and_backslashes_in_every_value_but_the_interval() -> None:
+    template = (
+        'x{a="{{ namespace }}", b="{{ target }}", c="{{ service }}", d="{{ variables.v }}"}'
+        "[{{ interval }}]"
+    )
+
+    rendered = render_query(
+        template,
+        namespace='ns"',
+        target="t\\",
+        interval="1m",
+        service='"} or vector(1) #',
+        variables={"v": '\\"'},
+    )
+
+    assert rendered == ('x{a="ns\\"", b="t\\\\", c="\\"} or vector(1) #", d="\\\\\\""}[1m]')
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ def test_podinfo_loads_without_warnings(podinfo: loader.LoadedCanary) -> None:
     assert podinfo.warnings == []
     canary = podinfo.canary
     assert canary.target == "podinfo.test"
-    assert canary.workflow_id == "canary-test-podinfo"
+    assert canary.workflow_id == "canary-test.podinfo"
     assert canary.spec.provider == "istio"
     assert (canary.spec.target_ref.kind, canary.spec.target_ref.name) == ("Deployment", "podinfo")
     assert canary.spec.progress_deadline_seconds == 60
@@ -756,3 +756,198 @@ def test_half_configured_local_platform_is_refused(
     edits: dict[str, Any], expected: list[str]
 ) -> None:
     assert problems_of(edited(edits, demo_doc())) == expected
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        pytest.param(
+            {"metadata.namespace": "Test"},
+            "metadata.namespace: must be a Kubernetes name: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit (got 'Test')",
+            id="namespace-upper-case",
+        ),
+        pytest.param(
+            {"metadata.name": "pod.info"},
+            "metadata.name: must be a Kubernetes name: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit (got 'pod.info')",
+            id="name-with-dot",
+        ),
+        pytest.param(
+            {"spec.targetRef.name": "1podinfo"},
+            "spec.targetRef.name: must be a Kubernetes name: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, starting with a letter (got '1podinfo')",
+            id="target-names-the-services",
+        ),
+        pytest.param(
+            {"spec.service.name": "p" * 56},
+            "spec.service.name: must be at most 55 characters so that '<name>-primary' fits in 63 "
+            "(got 56)",
+            id="service-name-56",
+        ),
+        pytest.param(
+            {"spec.service.portName": "HTTP"},
+            "spec.service.portName: must be an IANA service name: lower-case letters, digits and "
+            "'-', starting and ending with a letter or digit, with a letter and no '--' "
+            "(got 'HTTP')",
+            id="portName-upper-case",
+        ),
+        pytest.param(
+            {"spec.service.targetPort": "http-metrics-port"},
+            "spec.service.targetPort: must be at most 15 characters (got 17)",
+            id="targetPort-name-16-plus",
+        ),
+        pytest.param(
+            {"spec.service.targetPort": 70000},
+            "spec.service.targetPort: must be a port number between 1 and 65535 or a port name "
+            "(got 70000)",
+            id="targetPort-number",
+        ),
+        pytest.param(
+            {"spec.autoscalerRef.name": "podinfo_hpa"},
+            "spec.autoscalerRef.name: must be a Kubernetes name: lower-case letters, digits and "
+            "'-', starting and ending with a letter or digit (got 'podinfo_hpa')",
+            id="autoscaler-name",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[0].name": "gate\x1b]0;owned\x07"},
+            "spec.analysis.webhooks[0].name: must not contain control characters "
+            "(such as terminal escapes)",
+            id="webhook-name-escape",
+        ),
+    ],
+)
+def test_names_are_kubernetes_names(edits: dict[str, Any], expected: str) -> None:
+    assert problems_of(edited(edits)) == [expected]
+
+
+def test_valid_derived_names_load() -> None:
+    text = edited(
+        {
+            "spec.targetRef.name": "1" + "p" * 54,
+            "spec.service.name": "s" * 55,
+            "spec.service.portName": "grpc-web",
+            "spec.service.targetPort": "http",
+        }
+    )
+    service = load(text).canary.spec.service
+    assert (service.name, service.port_name, service.target_port) == ("s" * 55, "grpc-web", "http")
+
+
+def test_workflow_ids_of_different_targets_differ() -> None:
+    first = load(edited({"metadata.namespace": "a", "metadata.name": "b-c"})).canary
+    second = load(edited({"metadata.namespace": "a-b", "metadata.name": "c"})).canary
+    assert first.workflow_id == "canary-a.b-c"
+    assert second.workflow_id == "canary-a-b.c"
+
+
+def test_unknown_field_names_are_shown_escaped() -> None:
+    result = load(edited({"spec.\x1b[31mred": 1}))
+    assert result.warnings == ["spec.'\\x1b[31mred': unknown field, ignored"]
+
+
+# -- bounds ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        pytest.param(
+            {"spec.analysis.interval": "25h"},
+            "spec.analysis.interval: must be at most 24h",
+            id="interval",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[0].interval": "1441m"},
+            "spec.analysis.metrics[0].interval: must be at most 24h",
+            id="metric-interval",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[1].timeout": "61m"},
+            "spec.analysis.webhooks[1].timeout: must be at most 1h",
+            id="webhook-timeout",
+        ),
+        pytest.param(
+            {"spec.progressDeadlineSeconds": 604801},
+            "spec.progressDeadlineSeconds: must be less than or equal to 604800",
+            id="progress-deadline",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[0].thresholdRange.min": float("nan")},
+            "spec.analysis.metrics[0].thresholdRange.min: must be a finite number",
+            id="nan",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[1].thresholdRange.max": float("-inf")},
+            "spec.analysis.metrics[1].thresholdRange.max: must be a finite number",
+            id="infinite",
+        ),
+    ],
+)
+def test_durations_and_thresholds_are_bounded(edits: dict[str, Any], expected: str) -> None:
+    assert problems_of(edited(edits)) == [expected]
+
+
+def test_longest_durations_load() -> None:
+    text = edited(
+        {
+            "spec.analysis.interval": "24h",
+            "spec.analysis.webhooks[1].timeout": "1h",
+            "spec.progressDeadlineSeconds": 604800,
+        }
+    )
+    canary = load(text).canary
+    assert canary.spec.analysis.interval == 24 * 3600.0
+    assert canary.spec.progress_deadline_seconds == 604800
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "a: &a [1, *a]\n",
+            f"{SOURCE}:1: alias *a refers to its own anchor",
+            id="recursive-alias",
+        ),
+        pytest.param(
+            "spec:\n  analysis:\n    threshold: 1\n  analysis: {}\n",
+            f"{SOURCE}:4: invalid YAML: duplicate key 'analysis'",
+            id="duplicate-nested-key",
+        ),
+        pytest.param(
+            "a: " + "[" * 65 + "]" * 65 + "\n",
+            f"{SOURCE}:1: nested more than 64 levels deep",
+            id="depth-65",
+        ),
+        pytest.param(
+            "a: [" + ", ".join(["1"] * 10_001) + "]\n",
+            f"{SOURCE}:1: more than 10000 values",
+            id="too-many-values",
+        ),
+        pytest.param(
+            "a: 0x" + "f" * 17 + "\n",
+            f"{SOURCE}:1: invalid YAML: integer beyond the 64-bit range",
+            id="hex-integer",
+        ),
+    ],
+)
+def test_yaml_bounds(text: str, expected: str) -> None:
+    assert problems_of(text) == [expected]
+
+
+def test_anchors_and_merge_keys_still_work() -> None:
+    text = read("podinfo.yaml").replace(
+        "      - name: request-duration\n        thresholdRange:\n          max: 500\n",
+        "      - &duration\n        name: request-duration\n        thresholdRange:\n"
+        "          max: 500\n        interval: 30s\n"
+        "      - <<: *duration\n        name: latency\n        query: sum(x)\n",
+    )
+    metrics = load(text).canary.spec.analysis.metrics
+    assert [(m.name, m.threshold_range.max if m.threshold_range else None) for m in metrics] == [
+        ("request-success-rate", None),
+        ("request-duration", 500.0),
+        ("latency", 500.0),
+    ]
