@@ -135,7 +135,7 @@ class RolloutActivities:
         return StepObservation(webhooks=webhooks, traffic_gates=gates, metrics=metrics)
 
     def _measure(self, canary: Canary, metric: Metric) -> MetricObservation:
-        address = metric.metrics_server or canary.spec.analysis.metrics_server
+        address = canary.metrics_server_for(metric)
         prometheus = _prometheus(address or self._metrics_server)
         try:
             value = prometheus.query_value(_query(canary, metric))
@@ -150,20 +150,18 @@ def _prometheus(address: str) -> PrometheusMetrics:
 
 
 def _query(canary: Canary, metric: Metric) -> str:
-    namespace = canary.metadata.namespace
-    target = canary.spec.target_ref.name
+    values = canary.query_values()
     interval = format_duration(metric.interval)
     if metric.query is None:
         return builtin_query(
-            canary.spec.provider, metric.name, namespace=namespace, target=target, interval=interval
+            canary.spec.provider,
+            metric.name,
+            namespace=values["namespace"],
+            target=values["target"],
+            interval=interval,
         )
     return render_query(
-        metric.query,
-        namespace=namespace,
-        target=target,
-        interval=interval,
-        service=canary.spec.service.name or target,
-        variables=metric.template_variables,
+        metric.query, interval=interval, variables=metric.template_variables, **values
     )
 
 

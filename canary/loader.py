@@ -34,7 +34,12 @@ FLAGGER_ONLY_PROVIDERS = (
     "kuma",
     "apisix",
     "gatewayapi",
+    "knative",
+    "smi",
+    "supergloo",
 )
+"""Flagger's providers that coalmine lacks; a version suffix (`gatewayapi:v1`) is allowed."""
+TEMPLATE_KIND = "MetricTemplate"
 
 
 class SpecError(Exception):
@@ -54,15 +59,17 @@ class LoadedCanary:
 def load_canary(text: str, source: str = "<input>") -> LoadedCanary:
     """Parse and validate YAML text holding one Canary (and optionally MetricTemplates)."""
     documents = _parse_yaml(text, source)
-    canary_doc, templates = _split_documents(documents, source)
     warnings: list[str] = []
+    canary_doc, templates = _split_documents(documents, source, warnings)
     canary_doc = _convert_legacy(canary_doc, warnings)
+    # an unsupported provider explains every other problem: it comes first
+    problems = _provider_problems(_mapping(canary_doc.get("spec")).get("provider", "istio"))
     try:
         canary = spec.Canary.model_validate(canary_doc)
     except ValidationError as error:
-        raise SpecError(_pydantic_problems(error)) from None
-    canary, problems = _resolve_templates(canary, templates)
-    problems += semantic_problems(canary)
+        raise SpecError(problems + _pydantic_problems(error)) from None
+    canary, template_problems = _resolve_templates(canary, templates)
+    problems += template_problems + semantic_problems(canary)
     if problems:
         raise SpecError(problems)
     warnings += [f"{path}: unknown field, ignored" for path in _unknown_fields(canary, "")]
@@ -80,28 +87,39 @@ def _parse_yaml(text: str, source: str) -> list[Any]:
 
 
 def _split_documents(
-    documents: list[Any], source: str
+    documents: list[Any], source: str, warnings: list[str]
 ) -> tuple[dict[str, Any], dict[tuple[str, str | None], dict[str, Any]]]:
+    """The Canary and the MetricTemplates; other kinds (AlertProviders, the Deployment...)
+    are left out with one warning."""
     canaries: list[dict[str, Any]] = []
     templates: dict[tuple[str, str | None], dict[str, Any]] = {}
+    ignored: list[str] = []
     for doc in documents:
         if not isinstance(doc, dict):
             raise SpecError([f"{source}: expected a Canary mapping, got {type(doc).__name__}"])
         kind = doc.get("kind")
+        meta = _mapping(doc.get("metadata"))
         if kind == "Canary":
             canaries.append(doc)
-        elif kind == "MetricTemplate":
-            meta = _mapping(doc.get("metadata"))
+        elif kind == TEMPLATE_KIND:
             templates[(str(meta.get("name")), meta.get("namespace"))] = doc
         else:
-            raise SpecError([f"kind: expected Canary, got {shown(kind)} in {source}"])
+            name = meta.get("name")
+            ignored.append(shown(kind) + (f" {shown(name)}" if name is not None else ""))
+    listed = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
     if len(canaries) != 1:
-        raise SpecError([f"{source}: expected exactly one Canary, found {len(canaries)}"])
+        besides = f" (besides {listed})" if ignored else ""
+        raise SpecError([f"{source}: expected exactly one Canary, found {len(canaries)}{besides}"])
+    if ignored:
+        warnings.append(
+            f"{source}: ignored what is neither a Canary nor a MetricTemplate: {listed}"
+        )
     return canaries[0], templates
 
 
 def _convert_legacy(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    """Bring v1alpha3 documents and deprecated metric thresholds to the v1beta1 form."""
+    """Bring v1alpha3 documents and deprecated metric thresholds to the v1beta1 form, and
+    read `threshold: 0` as Flagger does (1)."""
     api_version = doc.get("apiVersion")
     doc = dict(doc)
     spec_doc = dict(doc.get("spec") or {}) if isinstance(doc.get("spec"), dict) else doc.get("spec")
@@ -117,6 +135,9 @@ def _convert_legacy(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         raise SpecError([f"apiVersion: expected {API_VERSION}, got {shown(api_version)}"])
     if isinstance(spec_doc, dict) and isinstance(spec_doc.get("analysis"), dict):
         analysis = dict(spec_doc["analysis"])
+        if type(analysis.get("threshold")) is int and analysis["threshold"] == 0:
+            analysis["threshold"] = 1
+            warnings.append("spec.analysis.threshold: 0 read as 1, as Flagger reads it")
         metrics = analysis.get("metrics")
         if isinstance(metrics, list):
             analysis["metrics"] = [
@@ -227,20 +248,25 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _provider_problems(provider: Any) -> list[str]:
+    """`spec.provider` as written (a non-string is left to the schema's own check)."""
+    if not isinstance(provider, str) or provider in spec.ROUTERS:
+        return []
+    supported = f"(supported: {', '.join(spec.ROUTERS)})"
+    if provider.split(":")[0] in FLAGGER_ONLY_PROVIDERS:
+        return [
+            f"spec.provider: provider {shown(provider)} is not supported by coalmine yet "
+            f"{supported}"
+        ]
+    return [f"spec.provider: unknown provider {shown(provider)} {supported}"]
+
+
 def semantic_problems(canary: spec.Canary) -> list[str]:
-    """Checks that span fields, each as `path: problem`."""
+    """Checks that span fields, each as `path: problem` (`spec.provider` is checked before,
+    on the document as written)."""
     problems: list[str] = []
     target = canary.spec
     analysis = target.analysis
-    if target.provider not in spec.ROUTERS:
-        supported = f"(supported: {', '.join(spec.ROUTERS)})"
-        if target.provider in FLAGGER_ONLY_PROVIDERS:
-            problems.append(
-                f"spec.provider: provider {shown(target.provider)} is not supported by "
-                f"coalmine yet {supported}"
-            )
-        else:
-            problems.append(f"spec.provider: unknown provider {shown(target.provider)} {supported}")
     if target.target_ref.kind not in spec.TARGET_KINDS:
         problems.append(
             f"spec.targetRef.kind: unsupported kind {shown(target.target_ref.kind)} "
@@ -384,7 +410,7 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
     if analysis.match and analysis.iterations is None:
         problems.append(f"{base}.iterations: required with match (A/B testing)")
     for index, metric in enumerate(analysis.metrics):
-        problems += _metric_problems(metric, f"{base}.metrics[{index}]")
+        problems += _metric_problems(metric, f"{base}.metrics[{index}]", provider)
     for index, webhook in enumerate(analysis.webhooks):
         url = urlparse(webhook.url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -394,13 +420,22 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
     return problems
 
 
-def _metric_problems(metric: spec.Metric, path: str) -> list[str]:
+def _metric_problems(metric: spec.Metric, path: str, provider: str) -> list[str]:
     problems: list[str] = []
     if not metric.builtin and metric.query is None and metric.template_ref is None:
         problems.append(
             f"{path}: {shown(metric.name)} is neither a built-in metric "
             f"({', '.join(spec.BUILTIN_METRICS)}) nor has a query or templateRef"
         )
+    router_metrics = spec.ROUTER_BUILTIN_METRICS.get(provider)
+    if metric.builtin and router_metrics is not None and metric.name not in router_metrics:
+        problems.append(
+            f"{path}: built-in metric {shown(metric.name)} has no query for provider "
+            f"{shown(provider)} (it routes no traffic to measure); give the metric a query "
+            "or templateRef"
+        )
+    if metric.query is not None:
+        problems += _placeholder_problems(metric, path)
     bounds = metric.threshold_range
     if bounds and bounds.min is not None and bounds.max is not None and bounds.min > bounds.max:
         problems.append(
@@ -408,6 +443,28 @@ def _metric_problems(metric: spec.Metric, path: str) -> list[str]:
         )
     if metric.interval <= 0:
         problems.append(f"{path}.interval: must be longer than 0s")
+    return problems
+
+
+def _placeholder_problems(metric: spec.Metric, path: str) -> list[str]:
+    """Every `{{ ... }}` of a custom query must be one coalmine fills, so a typo fails
+    validation instead of every analysis step."""
+    assert metric.query is not None
+    problems: list[str] = []
+    known = ", ".join(spec.QUERY_PLACEHOLDERS)
+    for match in spec.QUERY_PLACEHOLDER.finditer(metric.query):
+        placeholder = match.group(1).strip()
+        variable = placeholder.removeprefix("variables.")
+        if placeholder in spec.QUERY_PLACEHOLDERS or variable in metric.template_variables:
+            continue
+        if variable != placeholder:
+            why = f"templateVariables has no {shown(variable)}"
+        else:
+            why = f"known: {known} and variables.NAME"
+        problems.append(
+            f"{path}: the query of {shown(metric.name)} has an unknown placeholder "
+            f"{shown(match.group(0))} ({why})"
+        )
     return problems
 
 

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from activities.errors import MetricsUnavailableError, PermanentError
-from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
+from activities.prometheus_metrics import (
+    BUILTIN_QUERIES,
+    PrometheusMetrics,
+    builtin_query,
+    render_query,
+)
+from canary.spec import BUILTIN_METRICS, QUERY_PLACEHOLDERS, ROUTER_BUILTIN_METRICS
 from tests.support.exporter import MetricsExporter
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
@@ -265,6 +271,32 @@ def test_render_escapes_quotes_and_backslashes_in_every_value_but_the_interval()
     )
 
     assert rendered == ('x{a="ns\\"", b="t\\\\", c="\\"} or vector(1) #", d="\\\\\\""}[1m]')
+
+
+def test_render_fills_name_ingress_and_route_when_given() -> None:
+    template = " ".join(f"{{{{ {name} }}}}" for name in QUERY_PLACEHOLDERS)
+
+    rendered = render_query(
+        template,
+        name="canary",
+        namespace="test",
+        target="podinfo",
+        service="svc",
+        ingress="web",
+        route="public",
+        interval="1m",
+    )
+
+    assert rendered == "canary test podinfo svc web public 1m"
+
+
+def test_the_capability_table_lists_exactly_the_builtin_queries() -> None:
+    """The loader refuses a built-in metric a router has no query for, from the table in
+    canary/; this keeps the table and the queries the same."""
+    for router, metrics in ROUTER_BUILTIN_METRICS.items():
+        assert set(metrics) <= set(BUILTIN_METRICS)
+        assert set(BUILTIN_QUERIES.get(router, {})) == set(metrics), router
+    assert set(BUILTIN_QUERIES) <= set(ROUTER_BUILTIN_METRICS)
 
 
 @pytest.mark.parametrize(

@@ -190,3 +190,33 @@ async def test_observe_reports_unreachable_metrics_and_hooks_as_observations(
     assert [metric.value for metric in observation.metrics] == [None, None]
     for metric in observation.metrics:
         assert metric.error == f"metrics unavailable: prometheus at {closed}: connection refused"
+
+
+async def test_observe_fills_ingress_and_asks_the_spec_metrics_server(
+    kube: ServedEmulator, prometheus: RunningPrometheus
+) -> None:
+    """`{{ ingress }}` is `spec.ingressRef.name` (not the target), and `spec.metricsServer`
+    (Flagger's field) is asked when the analysis names none: the worker's default is closed."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    document = canary("healthy", closed, prometheus.address).model_dump(by_alias=True)
+    del document["spec"]["analysis"]["metricsServer"]
+    document["spec"]["metricsServer"] = prometheus.address
+    document["spec"]["targetRef"]["name"] = "frontend"
+    document["spec"]["ingressRef"] = {"name": "podinfo"}
+    document["spec"]["analysis"]["webhooks"] = []
+    document["spec"]["analysis"]["metrics"] = [
+        {
+            "name": "series",
+            "query": (
+                'count(istio_requests_total{destination_workload="{{ ingress }}",'
+                ' destination_workload_namespace="{{ namespace }}"})'
+            ),
+        }
+    ]
+    request = contract.ObserveRequest(
+        canary=Canary.model_validate(document), phase=Phase.PROGRESSING
+    )
+    observation = await ActivityEnvironment().run(
+        RolloutActivities(lambda: kube.api, closed).observe, request
+    )
+    assert [(metric.value, metric.error) for metric in observation.metrics] == [(2.0, None)]
