@@ -135,7 +135,12 @@ def _convert_legacy(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         raise SpecError([f"apiVersion: expected {API_VERSION}, got {shown(api_version)}"])
     if isinstance(spec_doc, dict) and isinstance(spec_doc.get("analysis"), dict):
         analysis = dict(spec_doc["analysis"])
-        if type(analysis.get("threshold")) is int and analysis["threshold"] == 0:
+        threshold = analysis.get("threshold")
+        if (
+            isinstance(threshold, int | float)
+            and not isinstance(threshold, bool)
+            and threshold == 0
+        ):
             analysis["threshold"] = 1
             warnings.append("spec.analysis.threshold: 0 read as 1, as Flagger reads it")
         metrics = analysis.get("metrics")
@@ -375,8 +380,6 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
         problems.append(f"{base}.interval: must be longer than 0s")
     if analysis.threshold < 0:
         problems.append(f"{base}.threshold: must not be negative (got {analysis.threshold})")
-    elif analysis.threshold == 0:
-        problems.append(f"{base}.threshold: must be at least 1")
     problems += _weight_problem(f"{base}.maxWeight", analysis.max_weight)
     problems += _weight_problem(f"{base}.stepWeight", analysis.step_weight)
     problems += _weight_problem(f"{base}.mirrorWeight", analysis.mirror_weight)

@@ -125,8 +125,16 @@ class _BoundedLoader(_BaseLoader):  # type: ignore[misc]
             )
         return value
 
+    def construct_yaml_binary(self, node: yaml.ScalarNode) -> bytes:
+        """Bytes have no JSON form, and a spec travels as JSON (`validate --json`, the
+        workflow's input)."""
+        raise yaml.constructor.ConstructorError(
+            None, None, "binary values (!!binary) have no place in a spec", node.start_mark
+        )
+
 
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:binary", _BoundedLoader.construct_yaml_binary)
 
 
 def _one_line(text: str) -> str:

@@ -37,7 +37,7 @@ ROUTER_BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
 }
 """The built-in checks each router has a query for; `kubernetes` routes nothing, so has none."""
 
-QUERY_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
+QUERY_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 """A placeholder in a custom query, `{{ namespace }}`; its name is the stripped group 1."""
 QUERY_PLACEHOLDERS = ("name", "namespace", "target", "service", "ingress", "route", "interval")
 """Placeholders every custom query may use, besides `variables.NAME` (templateVariables)."""

@@ -929,6 +929,11 @@ def test_longest_durations_load() -> None:
             f"{SOURCE}:1: invalid YAML: integer beyond the 64-bit range",
             id="hex-integer",
         ),
+        pytest.param(
+            "a: 1\nb: !!binary gICA\n",
+            f"{SOURCE}:2: invalid YAML: binary values (!!binary) have no place in a spec",
+            id="binary",
+        ),
     ],
 )
 def test_yaml_bounds(text: str, expected: str) -> None:
@@ -959,8 +964,9 @@ def test_threshold_omitted_is_1_as_in_flagger() -> None:
     assert result.warnings == []
 
 
-def test_threshold_0_is_1_with_a_warning() -> None:
-    result = load(edited({"spec.analysis.threshold": 0}))
+@pytest.mark.parametrize("zero", [0, 0.0])
+def test_threshold_0_is_1_with_a_warning(zero: float) -> None:
+    result = load(edited({"spec.analysis.threshold": zero}))
     assert result.canary.spec.analysis.threshold == 1
     assert result.warnings == ["spec.analysis.threshold: 0 read as 1, as Flagger reads it"]
 
@@ -1082,6 +1088,13 @@ def test_route_ref_names_the_route() -> None:
             "spec.analysis.metrics[1]: the query of 'custom' has an unknown placeholder "
             "'{{ variables.direction }}' (templateVariables has no 'direction')",
             id="missing-variable",
+        ),
+        pytest.param(
+            'sum(x{a="{{\n  pod }}"})',
+            "spec.analysis.metrics[1]: the query of 'custom' has an unknown placeholder "
+            "'{{\\n  pod }}' (known: name, namespace, target, service, ingress, route, interval "
+            "and variables.NAME)",
+            id="across-lines",
         ),
         pytest.param(
             'sum(x{a="{{ .Target }}"})',
