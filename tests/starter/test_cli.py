@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from canary.contract import TASK_QUEUE
+from canary.spec import workflow_id
 from canary.status import CanaryStatus
 from tests.support.net import free_port
 from tests.workflows.fakes import FakePlatform
@@ -113,7 +114,7 @@ async def wait_for(
     client: Client, name: str, condition: Callable[[CanaryStatus], bool]
 ) -> CanaryStatus:
     """Poll the status of rollout `name` (namespace `test`) in-process until `condition`."""
-    handle = client.get_workflow_handle_for(CanaryWorkflow.run, f"canary-test.{name}")
+    handle = client.get_workflow_handle_for(CanaryWorkflow.run, workflow_id("test", name))
     for _ in range(300):
         status = await handle.query(CanaryWorkflow.status)
         if condition(status):
