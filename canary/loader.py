@@ -416,7 +416,11 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
         problems += _metric_problems(metric, f"{base}.metrics[{index}]", provider)
     for index, webhook in enumerate(analysis.webhooks):
         url = urlparse(webhook.url)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        if (
+            url.scheme not in ("http", "https")
+            or not url.hostname
+            or names.has_control_characters(webhook.url)
+        ):
             problems.append(
                 f"{base}.webhooks[{index}].url: must be an http(s) URL (got {shown(webhook.url)})"
             )

@@ -510,6 +510,11 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
             id="webhook-url-no-scheme",
         ),
         pytest.param(
+            {"spec.analysis.webhooks[6].url": "https://x/\x1b[2J"},
+            ["spec.analysis.webhooks[6].url: must be an http(s) URL (got 'https://x/\\x1b[2J')"],
+            id="webhook-url-escape",
+        ),
+        pytest.param(
             {"spec.analysis.webhooks[6].url": "https:///done"},
             ["spec.analysis.webhooks[6].url: must be an http(s) URL (got 'https:///done')"],
             id="webhook-url-no-host",
