@@ -9,6 +9,7 @@ import httpx
 
 from activities import bounded_http, errors
 from activities.errors import MetricsUnavailableError, PermanentError
+from canary.spec import QUERY_PLACEHOLDER
 
 MAX_RESPONSE_BYTES = 4 * bounded_http.MIB
 """An instant query that should return one series answers in a few hundred bytes."""
@@ -63,8 +64,6 @@ BUILTIN_QUERIES: Mapping[str, Mapping[str, str]] = {
 milliseconds, both over the metric's interval. Supporting another router is one more entry.
 """
 
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
-
 # Error statuses after which the same query may succeed later (besides any 5xx).
 _TRANSIENT_STATUSES = frozenset({408, 429})
 
@@ -76,22 +75,36 @@ def render_query(
     target: str,
     interval: str,
     service: str | None = None,
+    name: str | None = None,
+    ingress: str | None = None,
+    route: str | None = None,
     variables: Mapping[str, str] | None = None,
 ) -> str:
-    """Fill `{{ namespace }}`, `{{ target }}`, `{{ interval }}`, `{{ service }}` and
-    `{{ variables.NAME }}`; the interval is a Prometheus duration such as `1m30s`."""
-    values = {"namespace": namespace, "target": target, "interval": interval}
-    if service is not None:
-        values["service"] = service
+    """Fill `{{ namespace }}`, `{{ target }}`, `{{ interval }}` and `{{ variables.NAME }}`,
+    and `{{ service }}`, `{{ name }}`, `{{ ingress }}`, `{{ route }}` when given (see
+    `canary.spec.Canary.query_values`); the interval is a Prometheus duration such as `1m30s`.
+
+    Values are escaped for a PromQL string (`\\` and `"`), since placeholders sit inside
+    label matchers: a value can end the quoted string it is pasted into."""
+    optional = {"service": service, "name": name, "ingress": ingress, "route": route}
+    values = {"namespace": namespace, "target": target}
+    values.update({key: value for key, value in optional.items() if value is not None})
     values.update({f"variables.{name}": value for name, value in (variables or {}).items()})
+    values = {name: promql_string_content(value) for name, value in values.items()}
+    values["interval"] = interval
 
     def substitute(match: re.Match[str]) -> str:
-        name = match.group(1).strip()
-        if name not in values:
+        placeholder = match.group(1).strip()
+        if placeholder not in values:
             raise ValueError(f"query template has an unknown placeholder {match.group(0)!r}")
-        return values[name]
+        return values[placeholder]
 
-    return _PLACEHOLDER.sub(substitute, template)
+    return QUERY_PLACEHOLDER.sub(substitute, template)
+
+
+def promql_string_content(value: str) -> str:
+    """`value` escaped to stand between the double quotes of a PromQL string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def builtin_query(router: str, metric: str, *, namespace: str, target: str, interval: str) -> str:

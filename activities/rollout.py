@@ -194,7 +194,7 @@ class RolloutActivities:
     async def _measure(
         self, client: httpx.AsyncClient, canary: Canary, metric: Metric
     ) -> MetricObservation:
-        address = metric.metrics_server or canary.spec.analysis.metrics_server
+        address = canary.metrics_server_for(metric)
         prometheus = PrometheusMetrics(
             address or self._metrics_server, client, self._metrics_timeout_seconds
         )
@@ -206,20 +206,18 @@ class RolloutActivities:
 
 
 def _query(canary: Canary, metric: Metric) -> str:
-    namespace = canary.metadata.namespace
-    target = canary.spec.target_ref.name
+    values = canary.query_values()
     interval = format_duration(metric.interval)
     if metric.query is None:
         return builtin_query(
-            canary.spec.provider, metric.name, namespace=namespace, target=target, interval=interval
+            canary.spec.provider,
+            metric.name,
+            namespace=values["namespace"],
+            target=values["target"],
+            interval=interval,
         )
     return render_query(
-        metric.query,
-        namespace=namespace,
-        target=target,
-        interval=interval,
-        service=canary.spec.service.name or target,
-        variables=metric.template_variables,
+        metric.query, interval=interval, variables=metric.template_variables, **values
     )
 
 

@@ -2,8 +2,12 @@
 
 import re
 
+from canary.names import shown
+
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_MAX_TEXT = 64
+"""Longer text is no duration anyone means; it is refused before it is scanned."""
 
 
 def parse_duration(text: str) -> float:
@@ -13,13 +17,11 @@ def parse_duration(text: str) -> float:
         raise ValueError("empty duration")
     position = 0
     seconds = 0.0
-    for match in _PART.finditer(raw):
-        if match.start() != position:
-            break
+    while len(raw) <= _MAX_TEXT and (match := _PART.match(raw, position)) is not None:
         seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
     if position != len(raw):
-        raise ValueError(f"invalid duration {text!r} (expected e.g. 30s, 1m, 1m30s, 1h)")
+        raise ValueError(f"invalid duration {shown(text)} (expected e.g. 30s, 1m, 1m30s, 1h)")
     return seconds
 
 

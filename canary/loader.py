@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from canary import spec
+from canary import names, safe_yaml, spec
+from canary.names import shown
 
 API_VERSION = "flagger.app/v1beta1"
 LEGACY_API_VERSION = "flagger.app/v1alpha3"
@@ -34,7 +34,12 @@ FLAGGER_ONLY_PROVIDERS = (
     "kuma",
     "apisix",
     "gatewayapi",
+    "knative",
+    "smi",
+    "supergloo",
 )
+"""Flagger's providers that coalmine lacks; a version suffix (`gatewayapi:v1`) is allowed."""
+TEMPLATE_KIND = "MetricTemplate"
 
 
 class SpecError(Exception):
@@ -54,15 +59,17 @@ class LoadedCanary:
 def load_canary(text: str, source: str = "<input>") -> LoadedCanary:
     """Parse and validate YAML text holding one Canary (and optionally MetricTemplates)."""
     documents = _parse_yaml(text, source)
-    canary_doc, templates = _split_documents(documents, source)
     warnings: list[str] = []
+    canary_doc, templates = _split_documents(documents, source, warnings)
     canary_doc = _convert_legacy(canary_doc, warnings)
+    # an unsupported provider explains every other problem: it comes first
+    problems = _provider_problems(_mapping(canary_doc.get("spec")).get("provider", "istio"))
     try:
         canary = spec.Canary.model_validate(canary_doc)
     except ValidationError as error:
-        raise SpecError(_pydantic_problems(error)) from None
-    canary, problems = _resolve_templates(canary, templates)
-    problems += semantic_problems(canary)
+        raise SpecError(problems + _pydantic_problems(error)) from None
+    canary, template_problems = _resolve_templates(canary, templates)
+    problems += template_problems + semantic_problems(canary)
     if problems:
         raise SpecError(problems)
     warnings += [f"{path}: unknown field, ignored" for path in _unknown_fields(canary, "")]
@@ -71,40 +78,48 @@ def load_canary(text: str, source: str = "<input>") -> LoadedCanary:
 
 def _parse_yaml(text: str, source: str) -> list[Any]:
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SpecError([f"{where}: invalid YAML: {reason}"]) from None
+        documents = safe_yaml.load_documents(text, source)
+    except safe_yaml.YamlError as error:
+        raise SpecError([str(error)]) from None
     if not documents:
         raise SpecError([f"{source}: empty file, expected a Canary ({API_VERSION})"])
     return documents
 
 
 def _split_documents(
-    documents: list[Any], source: str
+    documents: list[Any], source: str, warnings: list[str]
 ) -> tuple[dict[str, Any], dict[tuple[str, str | None], dict[str, Any]]]:
+    """The Canary and the MetricTemplates; other kinds (AlertProviders, the Deployment...)
+    are left out with one warning."""
     canaries: list[dict[str, Any]] = []
     templates: dict[tuple[str, str | None], dict[str, Any]] = {}
+    ignored: list[str] = []
     for doc in documents:
         if not isinstance(doc, dict):
             raise SpecError([f"{source}: expected a Canary mapping, got {type(doc).__name__}"])
         kind = doc.get("kind")
+        meta = _mapping(doc.get("metadata"))
         if kind == "Canary":
             canaries.append(doc)
-        elif kind == "MetricTemplate":
-            meta = doc.get("metadata") or {}
+        elif kind == TEMPLATE_KIND:
             templates[(str(meta.get("name")), meta.get("namespace"))] = doc
         else:
-            raise SpecError([f"kind: expected Canary, got {kind!r} in {source}"])
+            name = meta.get("name")
+            ignored.append(shown(kind) + (f" {shown(name)}" if name is not None else ""))
+    listed = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
     if len(canaries) != 1:
-        raise SpecError([f"{source}: expected exactly one Canary, found {len(canaries)}"])
+        besides = f" (besides {listed})" if ignored else ""
+        raise SpecError([f"{source}: expected exactly one Canary, found {len(canaries)}{besides}"])
+    if ignored:
+        warnings.append(
+            f"{source}: ignored what is neither a Canary nor a MetricTemplate: {listed}"
+        )
     return canaries[0], templates
 
 
 def _convert_legacy(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    """Bring v1alpha3 documents and deprecated metric thresholds to the v1beta1 form."""
+    """Bring v1alpha3 documents and deprecated metric thresholds to the v1beta1 form, and
+    read `threshold: 0` as Flagger does (1)."""
     api_version = doc.get("apiVersion")
     doc = dict(doc)
     spec_doc = dict(doc.get("spec") or {}) if isinstance(doc.get("spec"), dict) else doc.get("spec")
@@ -117,9 +132,17 @@ def _convert_legacy(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
         if isinstance(spec_doc, dict) and "canaryAnalysis" in spec_doc:
             spec_doc["analysis"] = spec_doc.pop("canaryAnalysis")
     elif api_version != API_VERSION:
-        raise SpecError([f"apiVersion: expected {API_VERSION}, got {api_version!r}"])
+        raise SpecError([f"apiVersion: expected {API_VERSION}, got {shown(api_version)}"])
     if isinstance(spec_doc, dict) and isinstance(spec_doc.get("analysis"), dict):
         analysis = dict(spec_doc["analysis"])
+        threshold = analysis.get("threshold")
+        if (
+            isinstance(threshold, int | float)
+            and not isinstance(threshold, bool)
+            and threshold == 0
+        ):
+            analysis["threshold"] = 1
+            warnings.append("spec.analysis.threshold: 0 read as 1, as Flagger reads it")
         metrics = analysis.get("metrics")
         if isinstance(metrics, list):
             analysis["metrics"] = [
@@ -156,7 +179,7 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             message = "is required"
         elif kind == "enum":
             expected = item.get("ctx", {}).get("expected", "")
-            message = f"unknown value {item['input']!r} (expected one of {expected})"
+            message = f"unknown value {shown(item['input'])} (expected one of {expected})"
         elif kind == "model_type" or kind == "model_attributes_type":
             message = "must be a mapping"
         elif kind == "string_too_short" and item.get("ctx", {}).get("min_length") == 1:
@@ -177,6 +200,7 @@ def _format_path(loc: Iterable[int | str]) -> str:
         elif "[" in part or part.startswith("function-"):
             continue
         else:
+            part = names.plain(part)
             path += f".{part}" if path else part
     return path
 
@@ -194,26 +218,30 @@ def _resolve_templates(
             continue
         namespace = ref.namespace or canary.metadata.namespace
         template = templates.get((ref.name, namespace)) or templates.get((ref.name, None))
+        label = f"{names.plain(namespace)}/{names.plain(ref.name)}"
         if template is None:
             problems.append(
                 f"spec.analysis.metrics[{index}].templateRef: MetricTemplate "
-                f"{namespace}/{ref.name} not found (put it in the same file as the Canary)"
+                f"{label} not found (put it in the same file as the Canary)"
             )
             metrics.append(metric)
             continue
-        template_spec = template.get("spec") or {}
+        template_spec = _mapping(template.get("spec"))
         query = template_spec.get("query")
         if not isinstance(query, str) or not query.strip():
-            problems.append(f"MetricTemplate {namespace}/{ref.name}: spec.query is required")
-        provider = template_spec.get("provider") or {}
+            problems.append(f"MetricTemplate {label}: spec.query is required")
+            query = None
+        provider = _mapping(template_spec.get("provider"))
         if provider.get("type", "prometheus") != "prometheus":
             problems.append(
-                f"MetricTemplate {namespace}/{ref.name}: spec.provider.type: unknown provider "
-                f"{provider.get('type')!r} (supported: prometheus)"
+                f"MetricTemplate {label}: spec.provider.type: unknown provider "
+                f"{shown(provider.get('type'))} (supported: prometheus)"
             )
-        metrics.append(
-            metric.model_copy(update={"query": query, "metrics_server": provider.get("address")})
-        )
+        address = provider.get("address")
+        if address is not None and not isinstance(address, str):
+            problems.append(f"MetricTemplate {label}: spec.provider.address: must be a string")
+            address = None
+        metrics.append(metric.model_copy(update={"query": query, "metrics_server": address}))
     analysis = canary.spec.analysis.model_copy(update={"metrics": metrics})
     resolved = canary.model_copy(
         update={"spec": canary.spec.model_copy(update={"analysis": analysis})}
@@ -221,33 +249,94 @@ def _resolve_templates(
     return resolved, problems
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _provider_problems(provider: Any) -> list[str]:
+    """`spec.provider` as written (a non-string is left to the schema's own check)."""
+    if not isinstance(provider, str) or provider in spec.ROUTERS:
+        return []
+    supported = f"(supported: {', '.join(spec.ROUTERS)})"
+    if provider.split(":")[0] in FLAGGER_ONLY_PROVIDERS:
+        return [
+            f"spec.provider: provider {shown(provider)} is not supported by coalmine yet "
+            f"{supported}"
+        ]
+    return [f"spec.provider: unknown provider {shown(provider)} {supported}"]
+
+
 def semantic_problems(canary: spec.Canary) -> list[str]:
-    """Checks that span fields, each as `path: problem`."""
+    """Checks that span fields, each as `path: problem` (`spec.provider` is checked before,
+    on the document as written)."""
     problems: list[str] = []
     target = canary.spec
     analysis = target.analysis
-    if target.provider not in spec.ROUTERS:
-        supported = f"(supported: {', '.join(spec.ROUTERS)})"
-        if target.provider in FLAGGER_ONLY_PROVIDERS:
-            problems.append(
-                f"spec.provider: provider {target.provider!r} is not supported by coalmine yet "
-                f"{supported}"
-            )
-        else:
-            problems.append(f"spec.provider: unknown provider {target.provider!r} {supported}")
     if target.target_ref.kind not in spec.TARGET_KINDS:
         problems.append(
-            f"spec.targetRef.kind: unsupported kind {target.target_ref.kind!r} "
+            f"spec.targetRef.kind: unsupported kind {shown(target.target_ref.kind)} "
             f"(supported: {', '.join(spec.TARGET_KINDS)})"
         )
+    problems += _name_problems(canary)
     problems += _local_problems(target)
     if target.autoscaler_ref and target.autoscaler_ref.kind != "HorizontalPodAutoscaler":
         problems.append(
-            f"spec.autoscalerRef.kind: unsupported kind {target.autoscaler_ref.kind!r} "
+            f"spec.autoscalerRef.kind: unsupported kind {shown(target.autoscaler_ref.kind)} "
             "(supported: HorizontalPodAutoscaler)"
         )
     problems += _analysis_problems(analysis, target.provider)
     return problems
+
+
+def _name_problems(canary: spec.Canary) -> list[str]:
+    """Names become Kubernetes object names, label values and PromQL label values: each
+    must be valid with the suffix coalmine appends (`<name>-primary`, `<name>-canary`)."""
+    target = canary.spec
+    service = target.service
+    checks: list[tuple[str, str | None]] = [
+        ("metadata.name", names.label_problem(canary.metadata.name)),
+        ("metadata.namespace", names.label_problem(canary.metadata.namespace)),
+        (
+            "spec.targetRef.name",
+            # without service.name, the target also names the Services
+            names.label_problem(
+                target.target_ref.name, room=names.ROOM, letter_first=service.name is None
+            ),
+        ),
+        (
+            "spec.service.name",
+            None
+            if service.name is None
+            else names.label_problem(service.name, room=names.ROOM, letter_first=True),
+        ),
+        ("spec.service.portName", names.port_name_problem(service.port_name)),
+        ("spec.service.targetPort", _target_port_problem(service.target_port)),
+        (
+            "spec.autoscalerRef.name",
+            None
+            if target.autoscaler_ref is None
+            else names.subdomain_problem(target.autoscaler_ref.name, room=names.ROOM),
+        ),
+    ]
+    analysis = target.analysis
+    for index, metric in enumerate(analysis.metrics):
+        checks.append((f"spec.analysis.metrics[{index}].name", names.control_problem(metric.name)))
+    for index, webhook in enumerate(analysis.webhooks):
+        path = f"spec.analysis.webhooks[{index}].name"
+        checks.append((path, names.control_problem(webhook.name)))
+    for index, alert in enumerate(analysis.alerts):
+        path = f"spec.analysis.alerts[{index}]"
+        checks.append((f"{path}.name", names.control_problem(alert.name)))
+        checks.append((f"{path}.providerRef.name", names.control_problem(alert.provider_ref.name)))
+    return [f"{path}: {problem}" for path, problem in checks if problem is not None]
+
+
+def _target_port_problem(port: int | str | None) -> str | None:
+    if isinstance(port, str):
+        return names.port_name_problem(port)
+    if port is not None and not 0 < port <= 65535:
+        return f"must be a port number between 1 and 65535 or a port name (got {port})"
+    return None
 
 
 def _local_problems(target: spec.CanarySpec) -> list[str]:
@@ -260,19 +349,20 @@ def _local_problems(target: spec.CanarySpec) -> list[str]:
     if target.local is not None and not local_kind:
         problems.append(
             f"spec.local: only for spec.targetRef.kind LocalProcess "
-            f"(got {target.target_ref.kind!r})"
+            f"(got {shown(target.target_ref.kind)})"
         )
     if target.local is not None and target.local.primary_port == target.local.canary_port:
         problems.append("spec.local.canaryPort: must differ from primaryPort")
     if target.provider == "traefik" and target.traefik is None:
         problems.append("spec.traefik: required when spec.provider is traefik")
     if target.traefik is not None and target.provider != "traefik":
-        problems.append(f"spec.traefik: only for provider traefik (got {target.provider!r})")
+        problems.append(f"spec.traefik: only for provider traefik (got {shown(target.provider)})")
     if target.provider == "traefik" and not local_kind:
         problems.append("spec.provider: traefik routes LocalProcess targets only")
     if local_kind and target.provider != "traefik":
         problems.append(
-            f"spec.provider: a LocalProcess target needs provider traefik (got {target.provider!r})"
+            "spec.provider: a LocalProcess target needs provider traefik "
+            f"(got {shown(target.provider)})"
         )
     return problems
 
@@ -290,8 +380,6 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
         problems.append(f"{base}.interval: must be longer than 0s")
     if analysis.threshold < 0:
         problems.append(f"{base}.threshold: must not be negative (got {analysis.threshold})")
-    elif analysis.threshold == 0:
-        problems.append(f"{base}.threshold: must be at least 1")
     problems += _weight_problem(f"{base}.maxWeight", analysis.max_weight)
     problems += _weight_problem(f"{base}.stepWeight", analysis.step_weight)
     problems += _weight_problem(f"{base}.mirrorWeight", analysis.mirror_weight)
@@ -325,23 +413,36 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
     if analysis.match and analysis.iterations is None:
         problems.append(f"{base}.iterations: required with match (A/B testing)")
     for index, metric in enumerate(analysis.metrics):
-        problems += _metric_problems(metric, f"{base}.metrics[{index}]")
+        problems += _metric_problems(metric, f"{base}.metrics[{index}]", provider)
     for index, webhook in enumerate(analysis.webhooks):
         url = urlparse(webhook.url)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        if (
+            url.scheme not in ("http", "https")
+            or not url.hostname
+            or names.has_control_characters(webhook.url)
+        ):
             problems.append(
-                f"{base}.webhooks[{index}].url: must be an http(s) URL (got {webhook.url!r})"
+                f"{base}.webhooks[{index}].url: must be an http(s) URL (got {shown(webhook.url)})"
             )
     return problems
 
 
-def _metric_problems(metric: spec.Metric, path: str) -> list[str]:
+def _metric_problems(metric: spec.Metric, path: str, provider: str) -> list[str]:
     problems: list[str] = []
     if not metric.builtin and metric.query is None and metric.template_ref is None:
         problems.append(
-            f"{path}: {metric.name!r} is neither a built-in metric "
+            f"{path}: {shown(metric.name)} is neither a built-in metric "
             f"({', '.join(spec.BUILTIN_METRICS)}) nor has a query or templateRef"
         )
+    router_metrics = spec.ROUTER_BUILTIN_METRICS.get(provider)
+    if metric.builtin and router_metrics is not None and metric.name not in router_metrics:
+        problems.append(
+            f"{path}: built-in metric {shown(metric.name)} has no query for provider "
+            f"{shown(provider)} (it routes no traffic to measure); give the metric a query "
+            "or templateRef"
+        )
+    if metric.query is not None:
+        problems += _placeholder_problems(metric, path)
     bounds = metric.threshold_range
     if bounds and bounds.min is not None and bounds.max is not None and bounds.min > bounds.max:
         problems.append(
@@ -352,8 +453,31 @@ def _metric_problems(metric: spec.Metric, path: str) -> list[str]:
     return problems
 
 
+def _placeholder_problems(metric: spec.Metric, path: str) -> list[str]:
+    """Every `{{ ... }}` of a custom query must be one coalmine fills, so a typo fails
+    validation instead of every analysis step."""
+    assert metric.query is not None
+    problems: list[str] = []
+    known = ", ".join(spec.QUERY_PLACEHOLDERS)
+    for match in spec.QUERY_PLACEHOLDER.finditer(metric.query):
+        placeholder = match.group(1).strip()
+        variable = placeholder.removeprefix("variables.")
+        if placeholder in spec.QUERY_PLACEHOLDERS or variable in metric.template_variables:
+            continue
+        if variable != placeholder:
+            why = f"templateVariables has no {shown(variable)}"
+        else:
+            why = f"known: {known} and variables.NAME"
+        problems.append(
+            f"{path}: the query of {shown(metric.name)} has an unknown placeholder "
+            f"{shown(match.group(0))} ({why})"
+        )
+    return problems
+
+
 def _unknown_fields(model: BaseModel, path: str) -> list[str]:
-    found = [f"{path}.{name}" if path else name for name in (model.model_extra or {})]
+    extra = [names.plain(str(name)) for name in (model.model_extra or {})]
+    found = [f"{path}.{name}" if path else name for name in extra]
     for name, info in type(model).model_fields.items():
         alias = info.serialization_alias or name
         child_path = f"{path}.{alias}" if path else alias

@@ -4,16 +4,20 @@ Field names follow Flagger's YAML (camelCase aliases); durations are held in sec
 Unknown fields are kept so the loader can warn about them instead of failing.
 """
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AliasGenerator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    FiniteFloat,
     PlainSerializer,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -26,6 +30,17 @@ TARGET_KINDS = ("Deployment", "LocalProcess")
 LOCAL_KIND = "LocalProcess"
 
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
+ROUTER_BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
+    "istio": BUILTIN_METRICS,
+    "traefik": BUILTIN_METRICS,
+    "kubernetes": (),
+}
+"""The built-in checks each router has a query for; `kubernetes` routes nothing, so has none."""
+
+QUERY_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+"""A placeholder in a custom query, `{{ namespace }}`; its name is the stripped group 1."""
+QUERY_PLACEHOLDERS = ("name", "namespace", "target", "service", "ingress", "route", "interval")
+"""Placeholders every custom query may use, besides `variables.NAME` (templateVariables)."""
 
 
 def _duration(value: Any) -> Any:
@@ -46,6 +61,26 @@ Seconds = Annotated[
 ]
 """A duration held in seconds, written back as `1m30s` so the spec round-trips."""
 
+MAX_INTERVAL_SECONDS = 24 * 3600.0
+"""Longest `analysis.interval` and metric `interval`."""
+MAX_WEBHOOK_TIMEOUT_SECONDS = 3600.0
+MAX_PROGRESS_DEADLINE_SECONDS = 7 * 24 * 3600
+"""Longest `progressDeadlineSeconds`. With the bounds above, every duration the workflow
+derives from a spec (timers, deadlines, activity timeouts) stays far inside a timedelta."""
+
+
+def _at_most(limit: float) -> AfterValidator:
+    def check(value: float) -> float:
+        if value > limit:
+            raise ValueError(f"must be at most {durations.format_duration(limit)}")
+        return value
+
+    return AfterValidator(check)
+
+
+Interval = Annotated[Seconds, _at_most(MAX_INTERVAL_SECONDS)]
+WebhookTimeout = Annotated[Seconds, _at_most(MAX_WEBHOOK_TIMEOUT_SECONDS)]
+
 
 class SpecModel(BaseModel):
     model_config = ConfigDict(
@@ -55,10 +90,35 @@ class SpecModel(BaseModel):
         frozen=True,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_collections_are_empty(cls, data: Any) -> Any:
+        """A list or mapping written with no value (`webhooks:`, as Flagger's Helm chart
+        renders an empty one) reads as empty, as Flagger reads it."""
+        if not isinstance(data, dict):
+            return data
+        nulls: dict[str, list[Any] | dict[str, Any]] = {
+            key: [] if info.default_factory is list else {}
+            for name, info in cls.model_fields.items()
+            if info.default_factory in (list, dict)
+            for key in (to_camel(name), name)
+            if key in data and data[key] is None
+        }
+        return {**data, **nulls} if nulls else data
+
 
 class ObjectRef(SpecModel):
     api_version: str | None = None
     kind: str
+    name: str = Field(min_length=1)
+
+
+class RouteRef(SpecModel):
+    """Flagger's `ingressRef` / `routeRef`: coalmine routes no Ingress or HTTPRoute, but custom
+    queries can name them as `{{ ingress }}` and `{{ route }}`."""
+
+    api_version: str | None = None
+    kind: str | None = None
     name: str = Field(min_length=1)
 
 
@@ -68,13 +128,13 @@ class TemplateRef(SpecModel):
 
 
 class ThresholdRange(SpecModel):
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
 
 class Metric(SpecModel):
     name: str = Field(min_length=1)
-    interval: Seconds = 60.0
+    interval: Interval = 60.0
     threshold_range: ThresholdRange | None = None
     query: str | None = None
     template_ref: TemplateRef | None = None
@@ -102,7 +162,7 @@ class Webhook(SpecModel):
     name: str = Field(min_length=1)
     type: WebhookType = WebhookType.ROLLOUT
     url: str
-    timeout: Seconds = 10.0
+    timeout: WebhookTimeout = 10.0
     metadata: dict[str, str] = Field(default_factory=dict)
     mute_alert: bool = False
 
@@ -137,8 +197,9 @@ class Strategy(StrEnum):
 
 
 class Analysis(SpecModel):
-    interval: Seconds = 60.0
-    threshold: int = 5
+    interval: Interval = 60.0
+    threshold: int = 1
+    """Failed checks that roll back; Flagger's default is 1 (the loader also reads 0 as 1)."""
     max_weight: int | None = None
     step_weight: int | None = None
     step_weights: list[int] = Field(default_factory=list)
@@ -218,7 +279,11 @@ class CanarySpec(SpecModel):
     provider: str = "istio"
     target_ref: ObjectRef
     autoscaler_ref: ObjectRef | None = None
-    progress_deadline_seconds: int = Field(default=600, gt=0)
+    ingress_ref: RouteRef | None = None
+    route_ref: RouteRef | None = None
+    metrics_server: str | None = None
+    """Prometheus address for this rollout, as in Flagger; `analysis.metricsServer` wins."""
+    progress_deadline_seconds: int = Field(default=600, gt=0, le=MAX_PROGRESS_DEADLINE_SECONDS)
     service: Service
     skip_analysis: bool = False
     analysis: Analysis
@@ -248,7 +313,29 @@ class Canary(SpecModel):
     def workflow_id(self) -> str:
         return workflow_id(self.metadata.namespace, self.metadata.name)
 
+    def query_values(self) -> dict[str, str]:
+        """What a custom query's placeholders stand for (but `interval` and `variables`, which
+        are the metric's), as Flagger fills a MetricTemplate."""
+        spec = self.spec
+        target = spec.target_ref.name
+        return {
+            "name": self.metadata.name,
+            "namespace": self.metadata.namespace,
+            "target": target,
+            "service": spec.service.name or target,
+            "ingress": spec.ingress_ref.name if spec.ingress_ref else target,
+            "route": spec.route_ref.name if spec.route_ref else target,
+        }
+
+    def metrics_server_for(self, metric: Metric) -> str | None:
+        """The Prometheus to ask: the metric's MetricTemplate, else `analysis.metricsServer`,
+        else `spec.metricsServer`; None leaves it to the worker's default."""
+        analysis = self.spec.analysis
+        return metric.metrics_server or analysis.metrics_server or self.spec.metrics_server
+
 
 def workflow_id(namespace: str, name: str) -> str:
-    """One rollout per Canary: Temporal refuses a second running workflow with this id."""
-    return f"canary-{namespace}-{name}"
+    """One rollout per Canary: Temporal refuses a second running workflow with this id.
+
+    A namespace has no dots, so no two (namespace, name) pairs share an id."""
+    return f"canary-{namespace}.{name}"

@@ -35,7 +35,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from canary import contract
+from canary import contract, safe_yaml
 from canary.loader import LoadedCanary, SpecError, load_canary
 from canary.spec import Canary, workflow_id
 from canary.status import MAX_EVENTS, CanaryStatus, Phase
@@ -203,9 +203,14 @@ def identity(given: str | None) -> str:
 
 
 def _load(path: str) -> LoadedCanary:
-    file = Path(path)
+    """Read and validate a spec file; past the size limit it is refused unread."""
     try:
-        text = file.read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            data = file.read(safe_yaml.MAX_BYTES + 1)
+            if len(data) > safe_yaml.MAX_BYTES:
+                size = max(os.fstat(file.fileno()).st_size, len(data))
+                raise Refused(safe_yaml.too_large(path, size))
+        text = data.decode("utf-8")
     except OSError as error:
         raise Refused(f"{path}: cannot read: {error.strerror}") from None
     except UnicodeDecodeError:
@@ -457,8 +462,14 @@ async def _follow_to_verdict(
     """`watch` and `start --wait`: follow the rollout, then exit 0 Succeeded, 1 otherwise;
     1 as well once another image superseded `image`."""
 
+    seen_mine = False
+
     def superseded(status: CanaryStatus) -> bool:
-        return image is not None and status.image not in (None, image)
+        """Another image took over after this one ran (a job that superseded an earlier image
+        waits until the rollout runs its own)."""
+        nonlocal seen_mine
+        seen_mine = seen_mine or status.image == image
+        return image is not None and seen_mine and status.image != image
 
     try:
         status = await watch.follow(handle, watch.choose_view(canary, as_json), superseded)

@@ -25,7 +25,7 @@ from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
 from canary import contract
-from canary.decision import StepObservation, decide
+from canary.decision import StepObservation, judge
 from canary.details import bounds_text
 from canary.spec import Canary
 from canary.status import CanaryStatus, CheckOutcome, MetricStatus, Phase, WebhookObservation
@@ -259,7 +259,7 @@ async def _observation(
         return Entry(time=when, kind=EntryKind.ANALYSIS, step=step, warning=True, message=message)
     assert isinstance(observation, StepObservation)
     # the same pure judgement the workflow made, for each metric's outcome
-    metrics = decide(canary, CanaryStatus(), observation, when).status.metrics
+    metrics = judge(canary, CanaryStatus(), observation, when).status.metrics
     parts = [_metric_text(metric) for metric in metrics]
     parts += [
         f"webhook {hook.name} {'passed' if hook.ok else 'failed: ' + hook.message}"

@@ -14,7 +14,13 @@ import pytest
 
 from activities import bounded_http
 from activities.errors import MetricsUnavailableError, PermanentError
-from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
+from activities.prometheus_metrics import (
+    BUILTIN_QUERIES,
+    PrometheusMetrics,
+    builtin_query,
+    render_query,
+)
+from canary.spec import BUILTIN_METRICS, QUERY_PLACEHOLDERS, ROUTER_BUILTIN_METRICS
 from tests.support.exporter import MetricsExporter
 from tests.support.hostile_http import ODDITIES, HostileServer
 from tests.support.net import free_port
@@ -22,6 +28,8 @@ from tests.support.prometheus import RunningPrometheus, running_prometheus, stat
 
 NAMESPACE = "test"
 TARGET = "podinfo"
+ODD_WORKLOAD = 'odd"name\\with-quote'
+"""A label value holding `"` and `\\`: pasted unescaped, it would end the PromQL string."""
 DURATION_SHARES = {25.0: 0.50, 50.0: 0.30, 100.0: 0.15, 250.0: 0.03, 500.0: 0.02}
 
 
@@ -59,6 +67,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
     exporter.set_rate(requests_total, istio_labels(TARGET, "other", response_code="500"), 50.0)
     exporter.set_rate(requests_total, istio_labels(f"{TARGET}-primary", response_code="500"), 50.0)
     exporter.set_rate(requests_total, istio_labels("idle", response_code="200"), 0.0)
+    exporter.set_rate(requests_total, istio_labels(ODD_WORKLOAD, response_code="200"), 7.0)
     duration = "istio_request_duration_milliseconds"
     exporter.set_histogram(duration, istio_labels(TARGET), 100.0, DURATION_SHARES)
     exporter.set_histogram(duration, istio_labels(f"{TARGET}-primary"), 100.0, {5000.0: 1.0})
@@ -139,6 +148,24 @@ async def test_a_rendered_custom_query_gives_its_rate(metrics: PrometheusMetrics
     )
 
     assert await metrics.query_value(query) == pytest.approx(2.0, rel=0.1)
+
+
+async def test_a_value_with_quote_and_backslash_matches_its_own_series_only(
+    metrics: PrometheusMetrics,
+) -> None:
+    template = (
+        'sum(rate(istio_requests_total{destination_workload="{{ variables.workload }}",'
+        ' destination_workload_namespace="{{ namespace }}"}[{{ interval }}]))'
+    )
+    query = render_query(
+        template,
+        namespace=NAMESPACE,
+        target=TARGET,
+        interval="5s",
+        variables={"workload": ODD_WORKLOAD},
+    )
+
+    assert await metrics.query_value(query) == pytest.approx(7.0, rel=0.1)
 
 
 @pytest.mark.parametrize("order", ["sort_desc", "sort"])
@@ -270,6 +297,50 @@ def test_render_fills_every_placeholder_with_or_without_spaces() -> None:
     )
 
     assert rendered == "test podinfo 1m30s podinfo-svc 503 503"
+
+
+def test_render_escapes_quotes_and_backslashes_in_every_value_but_the_interval() -> None:
+    template = (
+        'x{a="{{ namespace }}", b="{{ target }}", c="{{ service }}", d="{{ variables.v }}"}'
+        "[{{ interval }}]"
+    )
+
+    rendered = render_query(
+        template,
+        namespace='ns"',
+        target="t\\",
+        interval="1m",
+        service='"} or vector(1) #',
+        variables={"v": '\\"'},
+    )
+
+    assert rendered == ('x{a="ns\\"", b="t\\\\", c="\\"} or vector(1) #", d="\\\\\\""}[1m]')
+
+
+def test_render_fills_name_ingress_and_route_when_given() -> None:
+    template = " ".join(f"{{{{ {name} }}}}" for name in QUERY_PLACEHOLDERS)
+
+    rendered = render_query(
+        template,
+        name="canary",
+        namespace="test",
+        target="podinfo",
+        service="svc",
+        ingress="web",
+        route="public",
+        interval="1m",
+    )
+
+    assert rendered == "canary test podinfo svc web public 1m"
+
+
+def test_the_capability_table_lists_exactly_the_builtin_queries() -> None:
+    """The loader refuses a built-in metric a router has no query for, from the table in
+    canary/; this keeps the table and the queries the same."""
+    for router, metrics in ROUTER_BUILTIN_METRICS.items():
+        assert set(metrics) <= set(BUILTIN_METRICS)
+        assert set(BUILTIN_QUERIES.get(router, {})) == set(metrics), router
+    assert set(BUILTIN_QUERIES) <= set(ROUTER_BUILTIN_METRICS)
 
 
 @pytest.mark.parametrize(

@@ -315,3 +315,36 @@ async def test_slow_metrics_servers_of_one_rollout_do_not_hold_up_another(
         for metric in observation.metrics:
             assert metric.error is not None
             assert metric.error.endswith(f"timed out after {deadline:g}s")
+
+
+async def test_observe_fills_ingress_and_asks_the_spec_metrics_server(
+    kube: ServedEmulator, prometheus: RunningPrometheus
+) -> None:
+    """`{{ ingress }}` is `spec.ingressRef.name` (not the target), and `spec.metricsServer`
+    (Flagger's field) is asked when the analysis names none: the worker's default is closed."""
+    ready = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+    frontend = podinfo_deployment(namespace="healthy", name="frontend")
+    kube.put(DEPLOYMENTS, {**frontend, "status": ready})
+    closed = f"http://127.0.0.1:{free_port()}"
+    document = canary("healthy", closed, prometheus.address).model_dump(by_alias=True)
+    del document["spec"]["analysis"]["metricsServer"]
+    document["spec"]["metricsServer"] = prometheus.address
+    document["spec"]["targetRef"]["name"] = "frontend"
+    document["spec"]["ingressRef"] = {"name": "podinfo"}
+    document["spec"]["analysis"]["webhooks"] = []
+    document["spec"]["analysis"]["metrics"] = [
+        {
+            "name": "series",
+            "query": (
+                'count(istio_requests_total{destination_workload="{{ ingress }}",'
+                ' destination_workload_namespace="{{ namespace }}"})'
+            ),
+        }
+    ]
+    request = contract.ObserveRequest(
+        canary=Canary.model_validate(document), phase=Phase.PROGRESSING
+    )
+    observation = await ActivityEnvironment().run(
+        RolloutActivities(lambda: kube.api, closed).observe, request
+    )
+    assert [(metric.value, metric.error) for metric in observation.metrics] == [(2.0, None)]

@@ -38,6 +38,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
         ("1m30", "invalid duration '1m30'"),
         ("30S", "invalid duration '30S'"),
         ("1.m", "invalid duration '1.m'"),
+        ("7" * 400 + "s", "invalid duration '77777777"),
     ],
 )
 def test_parse_duration_rejects_malformed(text: str, reason: str) -> None:

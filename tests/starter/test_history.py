@@ -111,7 +111,7 @@ async def test_history_tells_who_did_what_and_what_each_step_saw(
     assert table.code == 0, table.err
     lines = table.out.splitlines()
     assert lines[0].startswith(
-        f"History of storied.test (workflow canary-test-storied, run {run_id})"
+        f"History of storied.test (workflow canary-test.storied, run {run_id})"
     )
     assert lines[1].split() == ["TIME", "KIND", "BY", "WHAT"]
     rows = [line.split(maxsplit=3)[1:] for line in lines[2:]]
