@@ -1,6 +1,7 @@
 """Kubernetes Events on the target Deployment, the way Flagger reports a rollout.
 
-`kubectl describe deployment/podinfo` and `kubectl get events` then show each step. Like
+`kubectl describe deployment/podinfo` and `kubectl get events` then show each step (describe
+matches events by the Deployment's uid, which each event carries in `involvedObject`). Like
 Flagger, every event has reason `Synced`; progress is type `Normal`, halts and rollbacks
 (severity warn or error) are type `Warning`.
 
@@ -23,6 +24,7 @@ from canary.contract import Notification, NotificationKind
 from canary.spec import Canary, Severity
 
 EVENT = kube_client.Resource("Event", "events")
+DEPLOYMENT = kube_client.Resource("Deployment", "deployments.apps")
 REASON = "Synced"
 """Flagger's reason for every event it records (Normal and Warning alike)."""
 COMPONENT = "coalmine"
@@ -59,9 +61,20 @@ def event_name(target: str, notification: Notification) -> str:
     return f"{target[: _NAME_LIMIT - _HASH_LENGTH - 1]}.{digest}"
 
 
-def event_body(namespace: str, target: str, notification: Notification) -> dict[str, Any]:
-    """A core/v1 Event about Deployment `target`, as client-go's recorder would write it."""
+def event_body(
+    namespace: str, target: str, notification: Notification, uid: str | None = None
+) -> dict[str, Any]:
+    """A core/v1 Event about Deployment `target` (whose `metadata.uid` is `uid`, when known),
+    as client-go's recorder would write it."""
     time = _rfc3339(notification.time)
+    involved = {
+        "apiVersion": "apps/v1",
+        "kind": TARGET_KIND,
+        "name": target,
+        "namespace": namespace,
+    }
+    if uid:
+        involved["uid"] = uid
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -70,12 +83,7 @@ def event_body(namespace: str, target: str, notification: Notification) -> dict[
             "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": COMPONENT},
         },
-        "involvedObject": {
-            "apiVersion": "apps/v1",
-            "kind": TARGET_KIND,
-            "name": target,
-            "namespace": namespace,
-        },
+        "involvedObject": involved,
         "reason": REASON,
         "message": notification.message,
         "type": event_type(notification.severity),
@@ -92,8 +100,11 @@ class KubeEvents:
 
     def __init__(self, api: kubernetes.client.ApiClient, namespace: str, target: str) -> None:
         self._core = kubernetes.client.CoreV1Api(api)
+        self._apps = kubernetes.client.AppsV1Api(api)
         self.namespace = namespace
         self.target = target
+        self._uid: str | None = None
+        self._uid_read = False
 
     @classmethod
     def for_canary(cls, canary: Canary, api: kubernetes.client.ApiClient) -> "KubeEvents":
@@ -101,7 +112,7 @@ class KubeEvents:
 
     def record(self, notification: Notification) -> bool:
         """Create the notification's Event: True when created, False when it already was."""
-        body = event_body(self.namespace, self.target, notification)
+        body = event_body(self.namespace, self.target, notification, self.target_uid())
         name = body["metadata"]["name"]
         try:
             with kube_client.api_errors("create", EVENT, self.namespace, name):
@@ -115,6 +126,21 @@ class KubeEvents:
                 return False
             raise
         return True
+
+    def target_uid(self) -> str | None:
+        """The Deployment's `metadata.uid`, read once; None when the Deployment is gone (its
+        event is still recorded, by name)."""
+        if not self._uid_read:
+            with kube_client.api_errors("get", DEPLOYMENT, self.namespace, self.target):
+                deployment = kube_client.read_optional(
+                    lambda: self._apps.read_namespaced_deployment(
+                        self.target, self.namespace, _request_timeout=KUBE_TIMEOUT_SECONDS
+                    )
+                )
+            metadata = deployment.metadata if deployment is not None else None
+            self._uid = metadata.uid if metadata is not None else None
+            self._uid_read = True
+        return self._uid
 
 
 @dataclass(frozen=True)

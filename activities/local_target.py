@@ -78,6 +78,16 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 """Processes this worker started: kept so they are reaped (no zombies, no ResourceWarning)."""
 
 
+INHERITED_ENV = ("PATH", "HOME", "LANG")
+"""All a target's process gets of the worker's environment, which holds its secrets."""
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """PATH, HOME and LANG of the worker, then `spec.local.env`; nothing else."""
+    inherited = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    return {**inherited, **env}
+
+
 def revision(command: str, image: str, env: Mapping[str, str]) -> str:
     """A short stable digest of what a process runs: command template, image and env."""
     canonical = json.dumps(
@@ -324,7 +334,7 @@ class LocalTarget:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    env={**os.environ, **self.settings.env},
+                    env=child_environment(self.settings.env),
                 )
             except OSError as error:
                 raise errors.PermanentError(

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import kubernetes
 from temporalio import activity
 
-from activities import alerts, kube_events
+from activities import alerts, errors, kube_events
+from activities.scope import WorkerScope
 from activities.webhooks import call_webhook, webhook_payload
 from canary import contract
 from canary.spec import WebhookType
@@ -30,8 +31,10 @@ class NotifyActivities:
         self,
         providers: alerts.AlertProviders,
         kube_api: Callable[[], kubernetes.client.ApiClient] | None,
+        scope: WorkerScope | None = None,
     ) -> None:
         self._providers = providers
+        self._scope = scope or WorkerScope()
         self._kube_api_factory = kube_api
         self._kube_api: kubernetes.client.ApiClient | None = None
         self._lock = threading.Lock()
@@ -72,6 +75,10 @@ class NotifyActivities:
         canary = request.canary
         if not kube_events.applies_to(canary) or not request.notifications:
             return []
+        try:
+            self._scope.require_namespace(canary.metadata.namespace)
+        except errors.PermanentError as error:
+            return [(f"events: {error}", False)]
         try:
             api = self._api()
         except kube_events.KUBE_FAILURES as error:

@@ -1,6 +1,7 @@
 """The provider interfaces and the factory that picks one implementation per spec.
 
-Unknown names are refused: nothing falls back to a default.
+Unknown names are refused: nothing falls back to a default. So is what the worker's scope does
+not allow (see `activities.scope`).
 """
 
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from activities.istio_router import IstioRouter, IstioSettings
 from activities.kubernetes_target import KubernetesTarget, ServiceSettings
 from activities.local_target import LocalTarget
 from activities.no_router import NoRouter
+from activities.scope import WorkerScope
 from activities.traefik_router import TraefikRouter
 from canary.contract import Readiness, TargetState
 from canary.decision import Routes
@@ -43,13 +45,21 @@ class Router(Protocol):
     def get_routes(self) -> Routes: ...
 
 
-def target_for(canary: Canary, api: Callable[[], kubernetes.client.ApiClient]) -> Target:
+def target_for(
+    canary: Canary, api: Callable[[], kubernetes.client.ApiClient], scope: WorkerScope
+) -> Target:
     """The target of the spec's kind; `api` is called only for Kubernetes targets."""
     ref = canary.spec.target_ref
     if ref.kind == LOCAL_KIND:
-        return LocalTarget.for_canary(canary)
+        scope.require_local("spec.targetRef.kind", "LocalProcess targets")
+        target = LocalTarget.for_canary(canary, workdir=scope.local_root)
+        # the folder as written, then with the rollout's own folder in it
+        for path in (target.settings.state_dir, target.state_dir):
+            scope.local_path(path, "spec.local.stateDir")
+        return target
     if ref.kind != "Deployment":
         raise errors.PermanentError(f"spec.targetRef.kind: unknown target kind {ref.kind!r}")
+    scope.require_namespace(canary.metadata.namespace)
     service = canary.spec.service
     autoscaler = canary.spec.autoscaler_ref
     return KubernetesTarget(
@@ -66,11 +76,14 @@ def target_for(canary: Canary, api: Callable[[], kubernetes.client.ApiClient]) -
     )
 
 
-def router_for(canary: Canary, api: Callable[[], kubernetes.client.ApiClient]) -> Router:
+def router_for(
+    canary: Canary, api: Callable[[], kubernetes.client.ApiClient], scope: WorkerScope
+) -> Router:
     """The router of the spec's provider; `api` is called only for Kubernetes routers."""
     provider = canary.spec.provider
     service = canary.spec.service
     if provider == "istio":
+        scope.require_namespace(canary.metadata.namespace)
         return IstioRouter(
             api(),
             canary.metadata.namespace,
@@ -85,7 +98,10 @@ def router_for(canary: Canary, api: Callable[[], kubernetes.client.ApiClient]) -
             ),
         )
     if provider == "traefik":
-        return TraefikRouter.for_canary(canary)
+        scope.require_local("spec.provider", "the traefik file router")
+        if canary.spec.traefik is not None:
+            scope.local_path(canary.spec.traefik.config_file, "spec.traefik.configFile")
+        return TraefikRouter.for_canary(canary, workdir=scope.local_root)
     if provider == "kubernetes":
         return NoRouter()
     raise errors.PermanentError(f"spec.provider: unknown provider {provider!r}")

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import bounded_http, errors, providers
 from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
+from activities.scope import WorkerScope
 from activities.webhooks import call_webhook, webhook_payload
 from canary import contract
 from canary.decision import StepObservation
@@ -40,14 +41,19 @@ def permanent_errors() -> Iterator[None]:
 
 
 class RolloutActivities:
-    """Holds the worker's clients; each method is one activity."""
+    """Holds the worker's clients and scope; each method is one activity.
+
+    The default scope refuses local targets and allows every Kubernetes namespace."""
 
     def __init__(
         self,
         kube_api: Callable[[], kubernetes.client.ApiClient],
         metrics_server: str,
+        scope: WorkerScope | None = None,
+        *,
         metrics_timeout_seconds: float = PROMETHEUS_TIMEOUT_SECONDS,
     ) -> None:
+        self._scope = scope or WorkerScope()
         self._kube_api_factory = kube_api
         self._kube_api: kubernetes.client.ApiClient | None = None
         self._lock = threading.Lock()
@@ -73,10 +79,10 @@ class RolloutActivities:
             return self._kube_api
 
     def _target(self, canary: Canary) -> providers.Target:
-        return providers.target_for(canary, self._api)
+        return providers.target_for(canary, self._api, self._scope)
 
     def _router(self, canary: Canary) -> providers.Router:
-        return providers.router_for(canary, self._api)
+        return providers.router_for(canary, self._api, self._scope)
 
     @activity.defn(name=contract.INITIALIZE)
     def initialize(self, request: contract.CanaryRequest) -> contract.TargetState:

@@ -64,7 +64,8 @@ class TraefikRouter:
         self._match_rule = match_rule(settings.match) if settings.match else None
 
     @classmethod
-    def for_canary(cls, canary: Canary) -> "TraefikRouter":
+    def for_canary(cls, canary: Canary, workdir: Path | None = None) -> "TraefikRouter":
+        """`workdir` anchors a relative `configFile` (default: the current directory)."""
         spec = canary.spec
         if spec.traefik is None:
             raise errors.PermanentError("spec.traefik: required when spec.provider is traefik")
@@ -73,7 +74,7 @@ class TraefikRouter:
         target = spec.target_ref.name
         return cls(
             TraefikSettings(
-                config_file=Path(spec.traefik.config_file),
+                config_file=(workdir or Path.cwd()) / spec.traefik.config_file,
                 service=spec.service.name or target,
                 target=target,
                 primary_port=spec.local.primary_port,

@@ -302,7 +302,19 @@ class Platform:
             "PYTHONUNBUFFERED": "1",
         }
         metrics = f"127.0.0.1:{self.ports.worker_metrics}"
-        argv = [sys.executable, "-m", "starter.cli", "worker", "--metrics-address", metrics]
+        argv = [
+            sys.executable,
+            "-m",
+            "starter.cli",
+            "worker",
+            "--metrics-address",
+            metrics,
+            # The embedded platform's rollouts are local processes behind Traefik's file
+            # provider, with their state and config under the platform's folder.
+            "--allow-local-targets",
+            "--local-root",
+            str(self.state_dir),
+        ]
         self._spawn("worker", argv, env=env)
         deadline = time.monotonic() + 30
         worker = self.processes["worker"]

@@ -1,7 +1,8 @@
 """The `coalmine` command.
 
 Exit codes: 0 success (or a Succeeded rollout), 1 a Failed rollout, 2 bad input or a refused
-request, 3 Temporal unreachable. Every command but `worker` takes `--json`; the CLI tells
+request, 3 Temporal unreachable or not answering in time (every call has a deadline, see
+`worker.connection`). Every command but `worker` takes `--json`; the CLI tells
 Temporal who it is (`--identity`, default `coalmine-cli@USER@HOST`), so the history shows
 who started, paused, resumed, promoted or aborted a rollout.
 """
@@ -25,6 +26,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -33,7 +35,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from canary import contract, safe_yaml
 from canary.loader import LoadedCanary, SpecError, load_canary
@@ -41,7 +43,13 @@ from canary.spec import Canary, workflow_id
 from canary.status import MAX_EVENTS, CanaryStatus, Phase
 from starter import history, render, watch
 from worker import command as worker_command
-from worker.connection import ConnectionFailed, connect
+from worker.connection import (
+    RPC_TIMEOUT,
+    ConnectionConfigError,
+    ConnectionFailed,
+    connect,
+    one_line,
+)
 from workflows import search_attributes
 from workflows.canary_workflow import CanaryWorkflow
 
@@ -51,6 +59,7 @@ EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 IDENTITY_ENV = "COALMINE_IDENTITY"
+_UNANSWERED = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE)
 
 follow = watch.follow
 """Print a rollout's events until it ends (kept here for callers of `starter.cli.follow`)."""
@@ -90,12 +99,16 @@ def _main(args: argparse.Namespace) -> int:
         if args.command == "worker":
             return _worker(args)
         return asyncio.run(_run_remote(args))
-    except Refused as error:
+    except (Refused, ConnectionConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ConnectionFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except RPCError as error:
+        # a call not covered by a more specific message below
+        print(f"error: Temporal answered: {one_line(error)}", file=sys.stderr)
+        return EXIT_UNREACHABLE if error.status in _UNANSWERED else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -256,9 +269,9 @@ async def _run_remote(args: argparse.Namespace) -> int:
         CanaryWorkflow.run, workflow_id(args.namespace, args.name), run_id=run_id
     )
     try:
-        description = await handle.describe()
+        description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
         if args.command == "status":
-            status = await handle.query(CanaryWorkflow.status)
+            status = await handle.query(CanaryWorkflow.status, rpc_timeout=RPC_TIMEOUT)
             print(status.model_dump_json(indent=2) if args.json else render.status(status))
             return EXIT_OK
         if args.command == "watch":
@@ -270,14 +283,21 @@ async def _run_remote(args: argparse.Namespace) -> int:
             )
             return await _history(client, run, description.run_id, args.json)
         if description.status != WorkflowExecutionStatus.RUNNING:
-            final = await handle.query(CanaryWorkflow.status)
+            final = await handle.query(CanaryWorkflow.status, rpc_timeout=RPC_TIMEOUT)
             raise Refused(
                 f"the rollout of {args.name}.{args.namespace} has already ended ({final.phase})"
             )
         message = await _control(handle, args)
     except WorkflowUpdateFailedError as error:
         raise Refused(_update_refusal(error)) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise ConnectionFailed(
+            f"no answer to {args.command} {args.name}.{args.namespace} from Temporal at "
+            f"{_address(client)} within {RPC_TIMEOUT.total_seconds():g}s (is a coalmine worker "
+            "running?)"
+        ) from None
     except RPCError as error:
+        _raise_if_unanswered(error, client)
         raise Refused(_rpc_refusal(error, args.name, args.namespace, run_id)) from None
     except history.NotARollout as error:
         raise Refused(f"workflow {handle.id}: {error}") from None
@@ -290,14 +310,14 @@ async def _control(handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], args: A
     request = contract.ControlRequest(reason=args.reason)
     target = f"{args.name}.{args.namespace}"
     if args.command == "pause":
-        await handle.signal(CanaryWorkflow.pause, request)
+        await handle.signal(CanaryWorkflow.pause, request, rpc_timeout=RPC_TIMEOUT)
         return f"pause requested for {target}"
     if args.command == "resume":
-        await handle.signal(CanaryWorkflow.resume, request)
+        await handle.signal(CanaryWorkflow.resume, request, rpc_timeout=RPC_TIMEOUT)
         return f"resume requested for {target}"
     if args.command == "promote":
-        return await handle.execute_update(CanaryWorkflow.promote, request)
-    return await handle.execute_update(CanaryWorkflow.abort, request)
+        return await handle.execute_update(CanaryWorkflow.promote, request, rpc_timeout=RPC_TIMEOUT)
+    return await handle.execute_update(CanaryWorkflow.abort, request, rpc_timeout=RPC_TIMEOUT)
 
 
 async def _history(
@@ -337,7 +357,7 @@ async def list_rollouts(
         query += f' AND {search_attributes.TARGET.name} STARTS_WITH "{_quoted(namespace)}/"'
     rows = []
     try:
-        async for execution in client.list_workflows(query):
+        async for execution in client.list_workflows(query, rpc_timeout=RPC_TIMEOUT):
             found = execution.typed_search_attributes
             end = execution.close_time or datetime.now(UTC)
             rows.append(
@@ -354,7 +374,8 @@ async def list_rollouts(
                 }
             )
     except RPCError as error:
-        raise Refused(f"cannot list rollouts: {error}") from None
+        _raise_if_unanswered(error, client)
+        raise Refused(f"cannot list rollouts: {one_line(error)}") from None
     return rows
 
 
@@ -390,6 +411,7 @@ async def start_rollout(
             search_attributes=attributes,
             static_summary=f"{canary.target} {image or '(current image)'} {strategy}",
             static_details=render.spec_markdown(canary),
+            rpc_timeout=RPC_TIMEOUT,
         )
 
     try:
@@ -410,6 +432,12 @@ async def start_rollout(
             f"(workflow {canary.workflow_id}); see `coalmine status {canary.metadata.name} "
             f"-n {canary.metadata.namespace}`",
             canary.workflow_id,
+        ) from None
+    except RPCError as error:
+        _raise_if_unanswered(error, client)
+        raise Refused(
+            f"Temporal refused to start the rollout of {canary.target} "
+            f"(workflow {canary.workflow_id}): {one_line(error)}"
         ) from None
 
 
@@ -484,6 +512,18 @@ async def _follow_to_verdict(
     return EXIT_OK if status.phase == Phase.SUCCEEDED else EXIT_FAILED
 
 
+def _address(client: Client) -> str:
+    return client.service_client.config.target_host
+
+
+def _raise_if_unanswered(error: RPCError, client: Client) -> None:
+    """A deadline passed or the server is unavailable: ConnectionFailed (exit 3)."""
+    if error.status in _UNANSWERED:
+        raise ConnectionFailed(
+            f"Temporal at {_address(client)} did not answer: {one_line(error)}"
+        ) from None
+
+
 def _update_refusal(error: WorkflowUpdateFailedError) -> str:
     cause = error.cause
     return getattr(cause, "message", None) or str(cause or error)
@@ -491,11 +531,13 @@ def _update_refusal(error: WorkflowUpdateFailedError) -> str:
 
 def _rpc_refusal(error: RPCError, name: str, namespace: str, run_id: str | None = None) -> str:
     text = str(error).lower()
+    if "namespace" in text and "not found" in text:
+        return f"Temporal answered: {one_line(error)}"
     if run_id and ("not found" in text or "runid" in text or "run id" in text):
         return f"no run {run_id} of the rollout of {name}.{namespace}"
     if "not found" in text:
         return f"no rollout of {name}.{namespace} (workflow {workflow_id(namespace, name)})"
-    return f"request for {name}.{namespace} refused: {error}"
+    return f"request for {name}.{namespace} refused: {one_line(error)}"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from canary.decision import StepObservation, judge
 from canary.details import bounds_text
 from canary.spec import Canary
 from canary.status import CanaryStatus, CheckOutcome, MetricStatus, Phase, WebhookObservation
+from worker.connection import RPC_TIMEOUT
 from workflows.canary_workflow import CanaryWorkflow
 
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
@@ -88,7 +89,7 @@ async def rollout_request(
     handle: WorkflowHandle[Any, Any], converter: DataConverter
 ) -> contract.RolloutRequest:
     """The rollout's input (spec and image), from the first event of its history."""
-    async for event in handle.fetch_history_events(page_size=1):
+    async for event in handle.fetch_history_events(page_size=1, rpc_timeout=RPC_TIMEOUT):
         return await _started_request(event, converter)
     raise NotARollout(f"workflow {handle.id} has no history")
 
@@ -111,7 +112,7 @@ async def read_story(
     handle: WorkflowHandle[Any, Any], converter: DataConverter, run_id: str
 ) -> Story:
     """Fetch the run's whole history and tell it in order."""
-    history = await handle.fetch_history()
+    history = await handle.fetch_history(rpc_timeout=RPC_TIMEOUT)
     events = list(history.events)
     if not events:
         raise NotARollout(f"workflow {handle.id} has no history")

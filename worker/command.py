@@ -9,7 +9,10 @@ import argparse
 import asyncio
 import logging
 import os
+import re
+from pathlib import Path
 
+from activities import scope
 from canary import contract
 from worker.connection import connect
 
@@ -20,6 +23,9 @@ METRICS_SERVER_ENV = "COALMINE_METRICS_SERVER"
 QUIET_LOGGERS = ("httpx", "httpcore")
 """Loggers kept to warnings: httpx logs every request's URL at INFO, and an alert provider's
 URL is a secret."""
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class WorkerConfigError(Exception):
@@ -42,6 +48,29 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         f"(env {METRICS_ADDRESS_ENV}, default {DEFAULT_METRICS_ADDRESS}: when that is "
         "busy, the worker runs without metrics)",
     )
+    worker.add_argument(
+        scope.ALLOW_LOCAL_OPTION,
+        action="store_true",
+        default=None,
+        help="run LocalProcess targets and the traefik file router (the embedded platform): "
+        "their commands and files are on this machine, so only for a worker whose Temporal "
+        f"users may run commands here (env {scope.ALLOW_LOCAL_ENV}=1)",
+    )
+    worker.add_argument(
+        scope.LOCAL_ROOT_OPTION,
+        default=os.environ.get(scope.LOCAL_ROOT_ENV),
+        metavar="DIR",
+        help="the folder local targets' state and traefik config files must lie in; relative "
+        f"paths in specs are taken under it (env {scope.LOCAL_ROOT_ENV}, "
+        f"default {scope.DEFAULT_LOCAL_ROOT} in the current directory)",
+    )
+    worker.add_argument(
+        scope.NAMESPACES_OPTION,
+        default=os.environ.get(scope.NAMESPACES_ENV),
+        metavar="A,B",
+        help="the only Kubernetes namespaces rollouts may touch "
+        f"(env {scope.NAMESPACES_ENV}, default: every namespace)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -49,6 +78,7 @@ def run(args: argparse.Namespace) -> None:
     from activities.alerts import AlertError
     from worker.main import metrics_runtime, run_worker
 
+    worker_scope = scope_of(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -75,6 +105,7 @@ def run(args: argparse.Namespace) -> None:
             client,
             args.metrics_server,
             args.task_queue,
+            worker_scope=worker_scope,
             metrics_address=address,
             metrics_problem=problem,
         )
@@ -90,3 +121,38 @@ def metrics_address(value: str) -> str | None:
     """`--metrics-address`: `ip:port`, or None for `off`."""
     value = value.strip()
     return None if value.lower() == "off" else value
+
+
+def scope_of(args: argparse.Namespace) -> scope.WorkerScope:
+    """The worker's scope from its options (or their env variables); WorkerConfigError when
+    one is malformed."""
+    allow = args.allow_local_targets
+    if allow is None:
+        value = os.environ.get(scope.ALLOW_LOCAL_ENV, "").strip().lower()
+        if value not in _TRUE + _FALSE:
+            raise WorkerConfigError(
+                f"{scope.ALLOW_LOCAL_ENV}={value}: expected 1/true/yes/on or 0/false/no/off"
+            )
+        allow = value in _TRUE
+    root = Path(args.local_root) if args.local_root else scope.default_local_root()
+    if root.exists() and not root.is_dir():
+        raise WorkerConfigError(f"{scope.LOCAL_ROOT_OPTION} {root}: not a folder")
+    return scope.WorkerScope(
+        allow_local_targets=allow,
+        local_root=root.resolve(),
+        namespaces=namespaces(args.namespaces),
+    )
+
+
+def namespaces(value: str | None) -> frozenset[str] | None:
+    """`--namespaces a,b` -> {a, b}; unset or blank -> None (every namespace)."""
+    if value is None or not value.strip():
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    for name in names:
+        if not _NAMESPACE.fullmatch(name):
+            raise WorkerConfigError(
+                f"{scope.NAMESPACES_OPTION} {value}: {name!r} is not a Kubernetes namespace name "
+                "(lower-case letters, digits and '-', at most 63)"
+            )
+    return frozenset(names)

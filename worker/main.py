@@ -23,6 +23,7 @@ from activities import alerts
 from activities.kube_client import api_client_from_environment
 from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
+from activities.scope import WorkerScope
 from canary.contract import TASK_QUEUE
 from workflows import rollout_metrics
 from workflows.canary_workflow import CanaryWorkflow
@@ -55,13 +56,15 @@ def metrics_runtime(bind_address: str) -> Runtime:
     )
 
 
-def worker_activities(metrics_server: str) -> list[Callable[..., object]]:
+def worker_activities(
+    metrics_server: str, worker_scope: WorkerScope
+) -> list[Callable[..., object]]:
     """The activities of a production worker; alert providers are read (and checked) here."""
     providers = alerts.AlertProviders.from_environment(
         secret_reader=alerts.KubernetesSecretReader(api_client_from_environment)
     )
-    rollout = RolloutActivities(api_client_from_environment, metrics_server)
-    notify = NotifyActivities(providers, api_client_from_environment)
+    rollout = RolloutActivities(api_client_from_environment, metrics_server, worker_scope)
+    notify = NotifyActivities(providers, api_client_from_environment, worker_scope)
     return [*rollout.all(), *notify.all()]
 
 
@@ -86,6 +89,7 @@ async def run_worker(
     client: Client,
     metrics_server: str,
     task_queue: str = TASK_QUEUE,
+    worker_scope: WorkerScope | None = None,
     metrics_address: str | None = None,
     metrics_problem: str | None = None,
 ) -> None:
@@ -98,7 +102,8 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    activities = worker_activities(metrics_server)
+    worker_scope = worker_scope or WorkerScope()
+    activities = worker_activities(metrics_server, worker_scope)
     with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         worker = build_worker(client, activities, executor, task_queue)
         async with worker:
@@ -108,7 +113,20 @@ async def run_worker(
                 client.namespace,
                 f"on http://{metrics_address}/metrics" if metrics_address else "off",
             )
+            logging.getLogger(__name__).info("%s", describe_scope(worker_scope))
             if metrics_problem:
                 logging.getLogger(__name__).warning("%s", metrics_problem)
             await stop.wait()
             logging.getLogger(__name__).info("stopping: letting in-flight activities finish")
+
+
+def describe_scope(worker_scope: WorkerScope) -> str:
+    """One log line: what this worker's rollouts may touch."""
+    local = (
+        f"local targets allowed under {worker_scope.local_root}"
+        if worker_scope.allow_local_targets
+        else "local targets refused"
+    )
+    namespaces = worker_scope.namespaces
+    kube = "every namespace" if namespaces is None else ",".join(sorted(namespaces))
+    return f"scope: {local}; Kubernetes namespaces: {kube}"

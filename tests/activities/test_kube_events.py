@@ -15,7 +15,13 @@ from activities.kube_events import (
 )
 from canary.contract import Notification, NotificationKind
 from canary.spec import Canary, Severity
-from tests.support.kube import NAMESPACE, ServedEmulator, kube_fixture  # noqa: F401
+from tests.support.kube import (  # noqa: F401
+    DEPLOYMENTS,
+    NAMESPACE,
+    ServedEmulator,
+    kube_fixture,
+    podinfo_deployment,
+)
 from tests.support.net import free_port
 
 EVENTS = "v1/events"
@@ -103,6 +109,26 @@ def test_an_event_is_recorded_on_the_deployment_like_flagger_does(kube: ServedEm
         "lastTimestamp": "2024-05-01T12:02:03+00:00",
         "count": 1,
     }
+
+
+def test_events_carry_the_deployments_uid_for_kubectl_describe(kube: ServedEmulator) -> None:
+    """kmock sets no uid, so the test gives the Deployment one, as the API server would."""
+    deployment = podinfo_deployment()
+    deployment["metadata"]["uid"] = "7d3c4e0a-5b1f-4c2e-9a8d-0f6b2c1e9d44"
+    kube.put(DEPLOYMENTS, deployment)
+
+    outcomes = record_events(KubeEvents(kube.api, NAMESPACE, "podinfo"), [STARTED, ADVANCED])
+
+    assert [o.ok for o in outcomes] == [True, True]
+    for notification in (STARTED, ADVANCED):
+        stored = kube.get(EVENTS, NAMESPACE, event_name("podinfo", notification))
+        assert stored["involvedObject"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "podinfo",
+            "namespace": NAMESPACE,
+            "uid": "7d3c4e0a-5b1f-4c2e-9a8d-0f6b2c1e9d44",
+        }
 
 
 def test_progress_is_normal_halts_and_rollbacks_are_warnings(kube: ServedEmulator) -> None:

@@ -21,6 +21,7 @@ import pytest
 from activities import local_target, providers
 from activities.errors import PermanentError
 from activities.local_target import LocalTarget, ProcessInfo, Role
+from activities.scope import WorkerScope
 from canary.spec import (
     Analysis,
     Canary,
@@ -344,13 +345,14 @@ def test_the_factory_picks_the_local_target_and_the_traefik_router(tmp_path: Pat
             traefik=Traefik(config_file=str(tmp_path / "dynamic" / "demo.yaml")),
         ),
     )
-    target = providers.target_for(canary, None)  # type: ignore[arg-type]
+    scope = WorkerScope(allow_local_targets=True, local_root=tmp_path)
+    target = providers.target_for(canary, None, scope)  # type: ignore[arg-type]
     assert isinstance(target, LocalTarget)
     assert target.state_dir == tmp_path / "test-demo"
-    router = providers.router_for(canary, None)  # type: ignore[arg-type]
+    router = providers.router_for(canary, None, scope)  # type: ignore[arg-type]
     assert type(router).__name__ == "TraefikRouter"
     unknown = canary.model_copy(
         update={"spec": canary.spec.model_copy(update={"provider": "nginx"})}
     )
     with pytest.raises(PermanentError, match="unknown provider 'nginx'"):
-        providers.router_for(unknown, None)  # type: ignore[arg-type]
+        providers.router_for(unknown, None, scope)  # type: ignore[arg-type]
