@@ -40,6 +40,7 @@ from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
 from demo.platform import Platform, Ports
 from starter.cli import start_rollout
+from starter.verdict import final_status
 from tests.workflows.fakes import FakePlatform, canary_spec
 from workflows import search_attributes
 from workflows.canary_workflow import CanaryWorkflow
@@ -105,7 +106,7 @@ async def rollouts(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ro
             assert healthy_status.phase == Phase.SUCCEEDED
             failed_canary = renamed(canary_spec(interval="1s"), "backend")
             failed = await start_rollout(client, failed_canary, "bad")
-            failed_status = await asyncio.wait_for(failed.result(), ROLLOUT_TIMEOUT_SECONDS)
+            failed_status = await asyncio.wait_for(final_status(failed), ROLLOUT_TIMEOUT_SECONDS)
             assert failed_status.phase == Phase.FAILED
             await _visible(client, f'{search_attributes.PHASE.name} = "Failed"', failed.id)
             await _visible(client, f'{search_attributes.PHASE.name} = "Succeeded"', healthy.id)
