@@ -173,7 +173,7 @@ def too_late_to_abort(target: str, phase: str) -> str:
     return f"{target} is {phase}: too late to abort"
 
 
-def already_rolled_back(target: str) -> str:
+def already_rolling_back(target: str) -> str:
     return f"{target} is already being rolled back"
 
 

@@ -30,13 +30,13 @@ from canary.decision import StepObservation, decide
 from canary.details import bounds_text
 from canary.spec import Canary
 from canary.status import CanaryStatus, CheckOutcome, MetricStatus, Phase, WebhookObservation
-from workflows.canary_workflow import CanaryWorkflow
+from workflows import canary_workflow
+from workflows.canary_workflow import CONTROL_SIGNALS, CanaryWorkflow
 
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 """The marker sdk-core records for a local activity: `data` (JSON with `activity_type`,
 `seq`, `complete_time`...) and `result` (the activity's result payload)."""
-CONTROL_SIGNALS = ("pause", "resume", "promote", "abort")
-CONTROL_UPDATES = ("promote", "abort")
+CONTROL_UPDATES = (canary_workflow.PROMOTE, canary_workflow.ABORT)
 STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
 
 

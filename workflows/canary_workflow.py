@@ -184,7 +184,7 @@ class CanaryWorkflow:
         if phase.final or phase in (Phase.PROMOTING, Phase.FINALISING):
             return messages.too_late_to_abort(self._target, phase)
         if self._abort_reason is not None:
-            return messages.already_rolled_back(self._target)
+            return messages.already_rolling_back(self._target)
         return None
 
     def _final_refusal(self) -> str | None:
