@@ -220,6 +220,16 @@ async def test_other_signals_are_named_and_controls_without_input_have_no_reason
     ]
 
 
+async def test_promote_and_abort_signals_are_controls_like_the_updates() -> None:
+    request = contract.RolloutRequest(canary=canary_spec())
+    events = [signaled(1, "promote", "web-ui"), signaled(2, "abort", "temporal-cli")]
+    entries, _ = await history.story_entries(events, request, CONVERTER)
+    assert [(entry.kind, entry.by, entry.message) for entry in entries] == [
+        (history.EntryKind.PROMOTE, "web-ui", "promote requested (no reason given)"),
+        (history.EntryKind.ABORT, "temporal-cli", "abort requested (no reason given)"),
+    ]
+
+
 async def test_a_failed_rollout_tells_its_end_from_the_failure_as_older_runs_from_the_result(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
