@@ -24,6 +24,10 @@ OBSERVE = "observe"
 CALL_WEBHOOKS = "call_webhooks"
 NOTIFY = "notify"
 
+ROLLOUT_FAILED = "RolloutFailed"
+"""The type of the `ApplicationError` a Failed rollout ends its workflow with; its details
+hold the final `CanaryStatus`."""
+
 
 class RolloutRequest(BaseModel):
     """The workflow's input: the validated spec and, optionally, the image to roll out."""
@@ -111,7 +115,9 @@ class SupersedeRequest(BaseModel):
 
 
 class ControlRequest(BaseModel):
-    """Input of pause, resume, promote and abort: why, in the caller's words."""
+    """Input of pause, resume, promote and abort: why, in the caller's words.
+
+    Optional everywhere: no input, `null` and `{}` all mean no reason given."""
 
     reason: str = ""
 

@@ -1,6 +1,7 @@
 """Event messages in Flagger's wording; `target` is always `name.namespace`."""
 
 import math
+from collections.abc import Sequence
 
 from canary.spec import Metric
 
@@ -182,3 +183,39 @@ def resumed(target: str) -> str:
 
 def hook_failed(kind: str, webhook: str, detail: str) -> str:
     return f"{kind} hook {webhook} failed {detail}".rstrip()
+
+
+def signal_refused(target: str, signal: str, why: str) -> str:
+    return f"Signal {signal} for {target} refused: {why}"
+
+
+def unknown_signal(target: str, signal: str, known: Sequence[str]) -> str:
+    return f"Unknown signal {signal!r} for {target} ignored; known signals: {', '.join(known)}"
+
+
+def promote_refused_phase(target: str, phase: str) -> str:
+    return f"{target} is {phase}, not Progressing: only a rollout under analysis can be promoted"
+
+
+def being_rolled_back(target: str) -> str:
+    return f"{target} is being rolled back"
+
+
+def too_late_to_abort(target: str, phase: str) -> str:
+    return f"{target} is {phase}: too late to abort"
+
+
+def already_rolling_back(target: str) -> str:
+    return f"{target} is already being rolled back"
+
+
+def already_paused(target: str) -> str:
+    return f"the analysis of {target} is already paused"
+
+
+def not_paused(target: str) -> str:
+    return f"the analysis of {target} is not paused"
+
+
+def rollout_ended(target: str, phase: str) -> str:
+    return f"the rollout of {target} has ended ({phase})"

@@ -4,7 +4,8 @@ The history holds everything that happened to a rollout: who started it and with
 each analysis step observed (the result of the `observe` local activity, stored in its marker),
 who paused, resumed, promoted or aborted it and why (signals and accepted updates carry the
 caller's identity and input), and how it ended. The status events (Flagger's messages) come
-from the final status in the completion event, or from the status query while it runs.
+from the final status (the result of a completed run, the details of a Failed rollout's
+failure), or from the status query while it runs.
 """
 
 from dataclasses import dataclass
@@ -30,13 +31,13 @@ from canary.details import bounds_text
 from canary.spec import Canary
 from canary.status import CanaryStatus, CheckOutcome, MetricStatus, Phase, WebhookObservation
 from worker.connection import RPC_TIMEOUT
-from workflows.canary_workflow import CanaryWorkflow
+from workflows import canary_workflow
+from workflows.canary_workflow import CONTROL_SIGNALS, CanaryWorkflow
 
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 """The marker sdk-core records for a local activity: `data` (JSON with `activity_type`,
 `seq`, `complete_time`...) and `result` (the activity's result payload)."""
-CONTROL_SIGNALS = ("pause", "resume")
-CONTROL_UPDATES = ("promote", "abort")
+CONTROL_UPDATES = (canary_workflow.PROMOTE, canary_workflow.ABORT)
 STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
 
 
@@ -217,15 +218,10 @@ async def story_entries(
             result = event.workflow_execution_completed_event_attributes.result
             [final] = await converter.decode(result.payloads, [CanaryStatus])
             assert isinstance(final, CanaryStatus)
-            verdict = final.phase if final.reason is None else f"{final.phase}: {final.reason}"
-            entries.append(
-                Entry(
-                    time=when,
-                    kind=EntryKind.ENDED,
-                    message=f"ended {verdict}",
-                    warning=final.phase != Phase.SUCCEEDED,
-                )
-            )
+            entries.append(_verdict(final, when))
+        elif (failed := await _failed_status(event, converter)) is not None:
+            final = failed
+            entries.append(_verdict(final, when))
         else:
             ended = _ended(event)
             if ended is not None:
@@ -326,6 +322,31 @@ async def _reason(payloads: list[Payload], converter: DataConverter) -> str:
     except Exception:
         return ""
     return request.reason if isinstance(request, contract.ControlRequest) else ""
+
+
+def _verdict(final: CanaryStatus, when: datetime) -> Entry:
+    verdict = final.phase if final.reason is None else f"{final.phase}: {final.reason}"
+    return Entry(
+        time=when,
+        kind=EntryKind.ENDED,
+        message=f"ended {verdict}",
+        warning=final.phase != Phase.SUCCEEDED,
+    )
+
+
+async def _failed_status(event: HistoryEvent, converter: DataConverter) -> CanaryStatus | None:
+    """The final status of a Failed rollout, from its `RolloutFailed` failure's details."""
+    if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        return None
+    failure = event.workflow_execution_failed_event_attributes.failure
+    info = failure.application_failure_info
+    if not failure.HasField("application_failure_info") or info.type != contract.ROLLOUT_FAILED:
+        return None
+    if not info.details.payloads:
+        return None
+    [final] = await converter.decode(info.details.payloads[:1], [CanaryStatus])
+    assert isinstance(final, CanaryStatus)
+    return final
 
 
 def _ended(event: HistoryEvent) -> Entry | None:

@@ -1,6 +1,6 @@
 """Following a rollout until its verdict: one loop, three ways of showing it.
 
-`follow()` polls the status query (and waits on the workflow's result) and hands each status to
+`follow()` polls the status query (and waits on the workflow's verdict) and hands each status to
 a view: `Lines` prints each new event once (logs, CI), `JsonLines` prints each new event and
 then the final status as one JSON object per line, `Live` redraws a small screen in place on a
 terminal (ANSI cursor movement, no dependency).
@@ -24,7 +24,7 @@ from temporalio.service import RPCError
 
 from canary.spec import Canary
 from canary.status import CanaryStatus, Event
-from starter import render
+from starter import render, verdict
 from workflows.canary_workflow import CanaryWorkflow
 
 POLL_SECONDS = 1.0
@@ -149,11 +149,11 @@ async def follow(
 ) -> CanaryStatus:
     """Show the rollout until it ends, or until a status meets `until`; return that status.
 
-    A status query that fails (no worker for a moment) is skipped; the workflow's result
-    decides when following ends. Raises what `handle.result()` raises for a run that ended
-    without a result (terminated, cancelled, timed out)."""
+    A status query that fails (no worker for a moment) is skipped; the workflow's verdict
+    decides when following ends. Raises what `verdict.final_status()` raises for a run that
+    ended without a verdict (terminated, cancelled, timed out)."""
     view = view or Lines()
-    result: asyncio.Future[CanaryStatus] = asyncio.ensure_future(handle.result())
+    result: asyncio.Future[CanaryStatus] = asyncio.ensure_future(verdict.final_status(handle))
     final: CanaryStatus | None = None
     try:
         while not result.done():

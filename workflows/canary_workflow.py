@@ -5,11 +5,12 @@ The workflow orchestrates: it asks the activities what the world looks like, ask
 durable timer and one local activity, plus one more local activity when the weight changes.
 """
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -47,6 +48,20 @@ SAFE_ROLLOUT = "safe-rollout"
 """Patch: the primary is ready before it gets traffic; promotion keeps traffic on ready
 workloads and copies only the analysed revision; a failed promotion leaves the canary serving.
 Rollouts whose history lacks it run the code they started with."""
+FAILED_ENDS_AS_FAILURE = "failed-rollout-ends-as-workflow-failure"
+"""Patch: a Failed rollout fails its workflow (RolloutFailed) instead of completing it."""
+
+PAUSE, RESUME, PROMOTE, ABORT = "pause", "resume", "promote", "abort"
+CONTROL_SIGNALS = (PAUSE, RESUME, PROMOTE, ABORT)
+_INPUT_HELP = ' Input (optional): {"reason": "why"}.'
+PAUSE_HELP = "Pause the analysis: no advance, no failed checks." + _INPUT_HELP
+RESUME_HELP = "Resume a paused analysis." + _INPUT_HELP
+PROMOTE_HELP = "Promote now, skipping the remaining analysis (while Progressing)." + _INPUT_HELP
+ABORT_HELP = "Roll back now: all traffic to the primary, canary scaled to zero." + _INPUT_HELP
+SUPERSEDE_HELP = (
+    'Roll out another image instead: the analysis restarts with it. Input: {"image": "..."}.'
+)
+UNKNOWN_SIGNAL_HELP = "Any other signal name is ignored with a warning event."
 
 
 class StepFailed(Exception):
@@ -105,46 +120,97 @@ class CanaryWorkflow:
             await self._promotion_failed(str(failure))
         await self._publish()
         self._metrics.finish(self._status)
+        if self._status.phase == Phase.FAILED and workflow.patched(FAILED_ENDS_AS_FAILURE):
+            # Failed in Temporal too: red in the Web UI and `temporal workflow list`, counted
+            # by the failure metrics; the final status rides in the details.
+            raise ApplicationError(
+                self._status.reason or messages.canary_failed(self._target),
+                self._status,
+                type=contract.ROLLOUT_FAILED,
+                non_retryable=True,
+            )
         return self._status
 
     # -- control ---------------------------------------------------------------------------
+    # pause and resume are signals; promote and abort are updates (a refusal is the caller's
+    # error and leaves no trace in the history) and also signals of the same name, for the
+    # clients that only send signals (the Web UI, `temporal workflow signal`). A signal has no
+    # reply, so a refused one records an event saying why. Every input may be empty or null.
 
-    @workflow.query
+    @workflow.query(description="The rollout's status: phase, weights, checks, metrics, events")
     def status(self) -> CanaryStatus:
         return self._status
 
-    @workflow.signal
-    def pause(self, request: contract.ControlRequest) -> None:
-        if self._status.paused or self._status.phase.final:
+    @workflow.signal(description=PAUSE_HELP)
+    def pause(self, request: contract.ControlRequest | None = None) -> None:
+        refusal = self._final_refusal() or (
+            messages.already_paused(self._target) if self._status.paused else None
+        )
+        if self._refused(PAUSE, refusal):
             return
         self._status = self._status.model_copy(update={"paused": True})
-        self._event(_with_reason(messages.paused(self._canary.target), request.reason))
+        self._event(_with_reason(messages.paused(self._target), _reason(request)))
 
-    @workflow.signal
-    def resume(self, request: contract.ControlRequest) -> None:
-        if not self._status.paused:
+    @workflow.signal(description=RESUME_HELP)
+    def resume(self, request: contract.ControlRequest | None = None) -> None:
+        refusal = None if self._status.paused else messages.not_paused(self._target)
+        if self._refused(RESUME, refusal):
             return
         self._status = self._status.model_copy(update={"paused": False})
-        self._event(_with_reason(messages.resumed(self._canary.target), request.reason))
+        self._event(_with_reason(messages.resumed(self._target), _reason(request)))
 
-    @workflow.update
-    def promote(self, request: contract.ControlRequest) -> str:
+    @workflow.update(description=PROMOTE_HELP)
+    def promote(self, request: contract.ControlRequest | None = None) -> str:
+        return self._accept_promotion(request)
+
+    @promote.validator
+    def _validate_promote(self, request: contract.ControlRequest | None = None) -> None:
+        refusal = self._promote_refusal()
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    @workflow.signal(name=PROMOTE, description=PROMOTE_HELP)
+    def promote_signal(self, request: contract.ControlRequest | None = None) -> None:
+        if not self._refused(PROMOTE, self._promote_refusal()):
+            self._accept_promotion(request)
+
+    @workflow.update(description=ABORT_HELP)
+    def abort(self, request: contract.ControlRequest | None = None) -> str:
+        return self._accept_abort(request)
+
+    @abort.validator
+    def _validate_abort(self, request: contract.ControlRequest | None = None) -> None:
+        refusal = self._abort_refusal()
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    @workflow.signal(name=ABORT, description=ABORT_HELP)
+    def abort_signal(self, request: contract.ControlRequest | None = None) -> None:
+        if not self._refused(ABORT, self._abort_refusal()):
+            self._accept_abort(request)
+
+    @workflow.signal(dynamic=True, description=UNKNOWN_SIGNAL_HELP)
+    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        self._event(messages.unknown_signal(self._target, name, CONTROL_SIGNALS), warning=True)
+
+    def _accept_promotion(self, request: contract.ControlRequest | None) -> str:
         self._promote_requested = True
-        message = _with_reason(messages.promotion_requested(self._canary.target), request.reason)
+        message = _with_reason(messages.promotion_requested(self._target), _reason(request))
         self._event(message)
         return message
 
-    @promote.validator
-    def _validate_promote(self, request: contract.ControlRequest) -> None:
-        if self._status.phase != Phase.PROGRESSING:
-            raise ValueError(
-                f"{self._canary.target} is {self._status.phase}, not Progressing: "
-                "only a rollout under analysis can be promoted"
-            )
-        if self._abort_reason is not None:
-            raise ValueError(f"{self._canary.target} is being rolled back")
+    def _accept_abort(self, request: contract.ControlRequest | None) -> str:
+        self._abort_reason = _reason(request) or "no reason given"
+        return messages.rolling_back_abort(self._target, self._abort_reason)
 
-    @workflow.update
+    def _promote_refusal(self) -> str | None:
+        if self._status.phase != Phase.PROGRESSING:
+            return messages.promote_refused_phase(self._target, self._status.phase)
+        if self._abort_reason is not None:
+            return messages.being_rolled_back(self._target)
+        return None
+
+    @workflow.update(description=SUPERSEDE_HELP)
     def supersede(self, request: contract.SupersedeRequest) -> str:
         """Roll out another image instead: it is set on the canary at the next step, and the
         analysis starts over with all traffic on the primary."""
@@ -170,18 +236,28 @@ class CanaryWorkflow:
         if request.image == (self._new_image or self._status.image):
             raise ValueError(f"{target} is already rolling out {request.image}")
 
-    @workflow.update
-    def abort(self, request: contract.ControlRequest) -> str:
-        self._abort_reason = request.reason or "no reason given"
-        return messages.rolling_back_abort(self._canary.target, self._abort_reason)
-
-    @abort.validator
-    def _validate_abort(self, request: contract.ControlRequest) -> None:
+    def _abort_refusal(self) -> str | None:
         phase = self._status.phase
         if phase.final or phase in (Phase.PROMOTING, Phase.FINALISING):
-            raise ValueError(f"{self._canary.target} is {phase}: too late to abort")
+            return messages.too_late_to_abort(self._target, phase)
         if self._abort_reason is not None:
-            raise ValueError(f"{self._canary.target} is already being rolled back")
+            return messages.already_rolling_back(self._target)
+        return None
+
+    def _final_refusal(self) -> str | None:
+        phase = self._status.phase
+        return messages.rollout_ended(self._target, phase) if phase.final else None
+
+    def _refused(self, signal: str, refusal: str | None) -> bool:
+        """Record why a signal is refused (it has no reply); True when it is."""
+        if refusal is None:
+            return False
+        self._event(messages.signal_refused(self._target, signal, refusal), warning=True)
+        return True
+
+    @property
+    def _target(self) -> str:
+        return self._canary.target
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -746,6 +822,10 @@ class CanaryWorkflow:
         except ApplicationError as error:
             # A local activity's final failure arrives as the activity's own error.
             raise StepFailed(name, error.message) from None
+
+
+def _reason(request: contract.ControlRequest | None) -> str:
+    return request.reason if request is not None else ""
 
 
 def _with_reason(message: str, reason: str) -> str:

@@ -21,6 +21,7 @@ from canary import contract
 from canary.decision import StepObservation
 from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
+from starter.verdict import final_status
 from tests.support.exporter import MetricsExporter
 from tests.support.hostile_http import ODDITIES, HostileServer, vector
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
@@ -108,12 +109,13 @@ async def roll_out(env: WorkflowEnvironment, kube: ServedEmulator, spec: Canary)
     activities = [*rollout.all(), *notify.all()]
     with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with build_worker(env.client, activities, executor, task_queue=queue):
-            return await env.client.execute_workflow(
+            handle = await env.client.start_workflow(
                 CanaryWorkflow.run,
                 contract.RolloutRequest(canary=spec, image=NEW_IMAGE),
                 id=f"{spec.workflow_id}-{uuid.uuid4()}",
                 task_queue=queue,
             )
+            return await final_status(handle)
 
 
 def routes(kube: ServedEmulator, namespace: str) -> dict[str, int]:

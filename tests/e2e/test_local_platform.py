@@ -11,6 +11,7 @@ from temporalio.client import Client
 from canary.status import Phase
 from demo.platform import SCRAPING, Platform
 from starter.cli import start_rollout
+from starter.verdict import final_status
 from tests.e2e.rollouts import (
     Handle,
     canary_for,
@@ -46,7 +47,7 @@ async def test_faulty_version_is_rolled_back_and_the_old_one_serves_all_requests
     canary = canary_for(platform, unique("faulty"))
     with target_under_load(platform, canary):
         handle = await start_rollout(client, canary, "v2 --error-rate 0.5")
-        result = await handle.result()
+        result = await final_status(handle)
         assert result.phase == Phase.FAILED
         assert result.reason == (f"Rolling back {canary.target} failed checks threshold reached 2")
         halts = [e.message for e in result.events if e.message.startswith("Halt")]
@@ -101,7 +102,7 @@ async def test_prometheus_down_halts_with_metrics_unavailable_and_rolls_back_at_
             handle = await start_rollout(client, canary, "v2")
             await wait_for_weight(handle, 25)
             platform.processes["prometheus"].stop()
-            result = await handle.result()
+            result = await final_status(handle)
     finally:
         platform.restart("prometheus")
     assert result.phase == Phase.FAILED
@@ -145,7 +146,7 @@ async def test_an_unwritable_traefik_config_fails_set_weight_and_the_rollout_end
             await wait_for_weight(handle, 25)
             # Permission bits do not stop root; the immutable flag does (ext4 and most others).
             subprocess.run(["chattr", "+i", str(config)], check=True)
-            result = await handle.result()
+            result = await final_status(handle)
     finally:
         subprocess.run(["chattr", "-i", str(config)], check=False)
     assert result.phase == Phase.FAILED

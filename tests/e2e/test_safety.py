@@ -6,17 +6,17 @@ import asyncio
 import os
 import signal
 
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 
 from activities.local_target import LocalTarget, Role
 from canary.spec import Canary
-from canary.status import CanaryStatus, Phase
+from canary.status import Phase
 from demo.load import BackgroundLoad
 from demo.platform import SCRAPING, Platform
 from starter.cli import start_rollout, supersede_rollout
+from starter.verdict import final_status
 from tests.e2e.rollouts import (
     LOAD_RATE,
-    Handle,
     canary_for,
     target_under_load,
     unique,
@@ -26,16 +26,6 @@ from tests.e2e.rollouts import (
 )
 
 AFTER_VERDICT_SECONDS = 3.0
-
-
-async def verdict(handle: Handle) -> CanaryStatus:
-    """The final status, whether the workflow completed or failed with it in its details."""
-    try:
-        return await handle.result()
-    except WorkflowFailureError as failure:
-        details = getattr(failure.cause, "details", ())
-        assert details, f"the workflow failed without a status: {failure.cause}"
-        return CanaryStatus.model_validate(details[0])
 
 
 def measured_load(platform: Platform, canary: Canary) -> BackgroundLoad:
@@ -52,7 +42,7 @@ async def test_a_healthy_promotion_loses_no_request(platform: Platform, client: 
         handle = await start_rollout(client, canary, "v2")
         await wait_for_weight(handle, 25)
         with measured_load(platform, canary) as load:
-            result = await verdict(handle)
+            result = await final_status(handle)
             await asyncio.sleep(AFTER_VERDICT_SECONDS)
         assert result.phase == Phase.SUCCEEDED, [event.message for event in result.events]
     assert load.result.sent > LOAD_RATE * AFTER_VERDICT_SECONDS
@@ -68,7 +58,7 @@ async def test_a_primary_that_never_gets_ready_leaves_the_canary_serving(
     image = f"v2 --unready-on-port {canary.spec.local.primary_port}"
     with target_under_load(platform, canary):
         handle = await start_rollout(client, canary, image)
-        result = await verdict(handle)
+        result = await final_status(handle)
         with measured_load(platform, canary) as load:
             await asyncio.sleep(AFTER_VERDICT_SECONDS)
         assert versions(platform, canary) == {"v2"}
@@ -95,7 +85,7 @@ async def test_a_canary_killed_mid_analysis_loses_its_traffic_and_is_rolled_back
         process = LocalTarget.for_canary(canary).running(Role.CANARY)
         assert process is not None
         os.kill(process.pid, signal.SIGKILL)
-        result = await verdict(handle)
+        result = await final_status(handle)
         assert versions(platform, canary) == {"v1"}
     assert result.phase == Phase.FAILED
     halts = [event.message for event in result.events if event.message.startswith("Halt")]
@@ -117,7 +107,7 @@ async def test_a_new_image_mid_analysis_restarts_it_and_is_the_one_promoted(
         handle = await start_rollout(client, canary, "v2")
         await wait_for_weight(handle, 25)
         await supersede_rollout(client, handle.id, "v3")
-        result = await verdict(handle)
+        result = await final_status(handle)
         assert result.phase == Phase.SUCCEEDED, [event.message for event in result.events]
         assert versions(platform, canary) == {"v3"}
     texts = [event.message for event in result.events]

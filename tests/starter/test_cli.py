@@ -202,6 +202,12 @@ async def test_abort_rolls_back_a_running_rollout(
     parsed = json.loads(status.out)
     assert parsed["phase"] == "Failed"
     assert parsed["reason"] == "Rolling back aborted.test manual abort: oops"
+    # the workflow failed (RolloutFailed); watch reads the verdict from the failure
+    watched = await coalmine("watch", "aborted", "-n", "test", address=address)
+    assert watched.code == 1, watched.err
+    assert watched.err == ""
+    verdict = "aborted.test: Failed: Rolling back aborted.test manual abort: oops"
+    assert watched.out.splitlines()[-1] == verdict
 
 
 async def test_an_unknown_rollout_is_one_clear_line(

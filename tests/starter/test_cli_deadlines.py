@@ -166,14 +166,14 @@ async def test_an_id_over_the_servers_limit_is_one_line_and_exit_2(
     strict_server: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     name = "podinfo-with-a-rather-long-name"
-    assert len(f"canary-test-{name}") > ID_LIMIT
+    assert len(f"canary-test.{name}") > ID_LIMIT
     code, lines = run_cli(
         "start", "-f", str(spec_file(tmp_path, name)), env=strict_env(strict_server)
     )
     assert code == 2, lines
     assert len(lines) == 1, lines
     refusal = f"error: Temporal refused to start the rollout of {name}.test"
-    assert lines[0].startswith(f"{refusal} (workflow canary-test-{name}): ")
+    assert lines[0].startswith(f"{refusal} (workflow canary-test.{name}): ")
 
 
 async def test_a_payload_over_the_servers_limit_is_one_line_and_exit_2(

@@ -19,6 +19,7 @@ from temporalio.api.history.v1 import (
     WorkflowExecutionSignaledEventAttributes,
 )
 from temporalio.api.sdk.v1 import UserMetadata
+from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -26,9 +27,11 @@ from canary import contract
 from canary.decision import StepObservation
 from canary.status import MetricObservation
 from starter import history
+from starter.verdict import final_status
 from tests.starter import test_cli
 from tests.starter.test_cli import coalmine, spec_file, wait_for
-from tests.workflows.fakes import FakePlatform, canary_spec
+from tests.workflows.fakes import FakePlatform, canary_spec, failing
+from tests.workflows.test_canary_workflow import running_worker, start
 
 platform = test_cli.platform
 address = test_cli.address
@@ -215,3 +218,40 @@ async def test_other_signals_are_named_and_controls_without_input_have_no_reason
         (history.EntryKind.SIGNAL, "tester", "signal poke", None),
         (history.EntryKind.PAUSE, None, "pause requested (no reason given)", ""),
     ]
+
+
+async def test_promote_and_abort_signals_are_controls_like_the_updates() -> None:
+    request = contract.RolloutRequest(canary=canary_spec())
+    events = [signaled(1, "promote", "web-ui"), signaled(2, "abort", "temporal-cli")]
+    entries, _ = await history.story_entries(events, request, CONVERTER)
+    assert [(entry.kind, entry.by, entry.message) for entry in entries] == [
+        (history.EntryKind.PROMOTE, "web-ui", "promote requested (no reason given)"),
+        (history.EntryKind.ABORT, "temporal-cli", "abort requested (no reason given)"),
+    ]
+
+
+async def test_a_failed_rollout_tells_its_end_from_the_failure_as_older_runs_from_the_result(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """Today a Failed rollout fails its workflow (status in the failure's details); a rollout
+    that ended before that change completed with a Failed status. Both read the same."""
+    platform = FakePlatform(metrics=failing)
+    async with running_worker(time_skipping_env, platform):
+        handle = await start(time_skipping_env, platform, canary_spec(threshold=2))
+        status = await final_status(handle)
+        failed_run = list((await handle.fetch_history()).events)
+    stored = Path(__file__).parents[1] / "workflows" / "histories" / "failed_rollout.json"
+    completed_run = list(WorkflowHistory.from_json("stored", stored.read_text()).events)
+    assert failed_run[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+    assert completed_run[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    request = contract.RolloutRequest(canary=canary_spec(threshold=2), image="v2")
+    for events, threshold in ((failed_run, 2), (completed_run, 3)):
+        entries, final = await history.story_entries(events, request, CONVERTER)
+        assert final is not None
+        assert final.phase == "Failed"
+        reason = f"Rolling back podinfo.test failed checks threshold reached {threshold}"
+        assert final.reason == reason
+        assert entries[-1].kind == history.EntryKind.ENDED
+        assert entries[-1].message == f"ended Failed: {reason}"
+        assert entries[-1].warning
+    assert status.reason == "Rolling back podinfo.test failed checks threshold reached 2"

@@ -9,7 +9,12 @@ they carry its summary, details and search attributes. Chromium then dumps the D
 - the list filtered by `CanaryPhase = "Failed"`: the failed rollout only;
 - the failed rollout's page: id, type, task queue, and the timer summaries on the timeline;
 - its User Metadata tab: the static summary and details, and the current details that the
-  workflow set last (the UI asks the worker for them, so the worker stays up meanwhile).
+  workflow set last (the UI asks the worker for them, so the worker stays up meanwhile);
+- the list's status column: the rolled-back rollout is Failed in Temporal, not Completed;
+- the "Send a Signal" dialog of a third rollout, still under analysis (image `v3`, 1h
+  interval): it offers pause, resume, promote and abort with their descriptions (the UI reads
+  them with the `__temporal_workflow_metadata` query), and sending `pause` from it pauses the
+  rollout. Clicking needs the DevTools protocol (`tests.support.devtools`).
 
 The UI renders summary and details as markdown inside iframes (`/render?content=...`), so the
 DOM holds them in each iframe's `src`, not as text of the page.
@@ -19,6 +24,7 @@ fails or the UI changes. Chromium is Debian's (`make test` installs it).
 """
 
 import asyncio
+import json
 import os
 import signal
 import struct
@@ -30,7 +36,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
@@ -40,6 +46,8 @@ from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
 from demo.platform import Platform, Ports
 from starter.cli import start_rollout
+from starter.verdict import final_status
+from tests.support.devtools import Browser
 from tests.workflows.fakes import FakePlatform, canary_spec
 from workflows import search_attributes
 from workflows.canary_workflow import CanaryWorkflow
@@ -69,7 +77,9 @@ MIN_SCREENSHOT_BYTES = 20_000
 @dataclass(frozen=True)
 class Rollouts:
     platform: Platform
+    client: Client
     healthy: str
+    running: str
     failed: str
     failed_run: str
     failed_canary: Canary
@@ -105,14 +115,21 @@ async def rollouts(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ro
             assert healthy_status.phase == Phase.SUCCEEDED
             failed_canary = renamed(canary_spec(interval="1s"), "backend")
             failed = await start_rollout(client, failed_canary, "bad")
-            failed_status = await asyncio.wait_for(failed.result(), ROLLOUT_TIMEOUT_SECONDS)
+            failed_status = await asyncio.wait_for(final_status(failed), ROLLOUT_TIMEOUT_SECONDS)
             assert failed_status.phase == Phase.FAILED
+            running = await start_rollout(
+                client, renamed(canary_spec(interval="1h"), "frontend"), "v3"
+            )
+            await _phase(running, Phase.PROGRESSING)
             await _visible(client, f'{search_attributes.PHASE.name} = "Failed"', failed.id)
             await _visible(client, f'{search_attributes.PHASE.name} = "Succeeded"', healthy.id)
+            await _visible(client, f'{search_attributes.PHASE.name} = "Progressing"', running.id)
             # The worker stays up: the UI's User Metadata tab queries it for current details.
             yield Rollouts(
                 platform=platform,
+                client=client,
                 healthy=healthy.id,
+                running=running.id,
                 failed=failed.id,
                 failed_run=(await failed.describe()).run_id,
                 failed_canary=failed_canary,
@@ -120,6 +137,13 @@ async def rollouts(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ro
             )
     finally:
         platform.stop()
+
+
+async def _phase(handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], phase: Phase) -> None:
+    deadline = asyncio.get_running_loop().time() + ROLLOUT_TIMEOUT_SECONDS
+    while (status := await handle.query(CanaryWorkflow.status)).phase != phase:
+        assert asyncio.get_running_loop().time() < deadline, f"never {phase}: {status}"
+        await asyncio.sleep(0.2)
 
 
 async def _visible(client: Client, query: str, workflow_id: str) -> None:
@@ -228,11 +252,12 @@ def list_url(platform: Platform, query: str | None = None) -> str:
     return f"{url}?{urllib.parse.urlencode({'query': query})}" if query else url
 
 
-async def test_workflow_list_shows_both_rollouts(rollouts: Rollouts, tmp_path: Path) -> None:
+async def test_workflow_list_shows_the_rollouts(rollouts: Rollouts, tmp_path: Path) -> None:
     url = list_url(rollouts.platform)
     page = parse(await dump_dom(url, tmp_path))
-    assert "2 Workflows" in page.text, page.text[:2000]
+    assert "3 Workflows" in page.text, page.text[:2000]
     assert rollouts.healthy in page.text
+    assert rollouts.running in page.text
     assert rollouts.failed in page.text
     assert CanaryWorkflow.__name__ in page.text
     await screenshot(url, "workflow-list", tmp_path)
@@ -281,3 +306,105 @@ async def test_rollout_user_metadata_shows_summary_and_details(
     assert current == status_markdown(canary, rollouts.failed_status)
     assert current.startswith(f"**{canary.target}** {Phase.FAILED}")
     await screenshot(url, "rollout-user-metadata", tmp_path)
+
+
+INTERACTIVE_FLAGS = tuple(flag for flag in CHROMIUM_FLAGS if "virtual-time" not in flag)
+"""Driven over DevTools, the page runs in real time until the test is done with it."""
+PAGE_TIMEOUT_SECONDS = 30
+ACTIONS = '[aria-controls="workflow-actions"]'
+STATUSES = {"Running", "Completed", "Failed", "Terminated", "Canceled"}
+
+
+def _shown(selector: str) -> str:
+    """JavaScript for the first element `selector` matches that is displayed: the workflow
+    page renders its actions twice, once for narrow screens (hidden here)."""
+    return f"[...document.querySelectorAll({selector!r})].find(found => found.checkVisibility())"
+
+
+def _status_column(url: str, workflow_ids: list[str], profile: Path) -> dict[str, str]:
+    """The status each listed workflow's row shows (the row also has a "Select" box)."""
+    rows = """[...document.querySelectorAll("tr")].map(row => row.innerText.trim())"""
+    with Browser(CHROMIUM, INTERACTIVE_FLAGS, profile) as browser:
+        browser.navigate(url)
+        found: list[str] = browser.wait_for(
+            f"(rows => {json.dumps(workflow_ids)}.every(id => rows.some(r => r.includes(id)))"
+            f" && rows)({rows})",
+            PAGE_TIMEOUT_SECONDS,
+            "the workflow rows",
+        )
+    statuses = {}
+    for workflow_id in workflow_ids:
+        words = next(row for row in found if workflow_id in row).split()
+        statuses[workflow_id] = next(
+            (word.capitalize() for word in words if word.capitalize() in STATUSES), " ".join(words)
+        )
+    return statuses
+
+
+def _signal_dialog_sends_pause(url: str, profile: Path) -> list[tuple[str, str]]:
+    """Open More Actions > Send a Signal; list the offered signals; send `pause` (no input)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    dialog = _shown("#signal-confirmation-modal")
+    options = f"[...{dialog}.querySelectorAll('li[role=option]')]"
+    with Browser(CHROMIUM, INTERACTIVE_FLAGS, profile) as browser:
+        browser.navigate(url)
+        for step in (ACTIONS, '[data-testid="signal-button"]'):
+            browser.wait_for(f"!!{_shown(step)}", PAGE_TIMEOUT_SECONDS, step)
+            browser.evaluate(f"{_shown(step)}.click()")
+        offered: list[list[str]] = browser.wait_for(
+            f"""(items => items.length > 1 && items.map(item => [
+                item.querySelector(".menu-item-wrapper").textContent.trim(),
+                (item.querySelector(".menu-item-description") || {{}}).textContent || ""
+            ]))({options})""",
+            PAGE_TIMEOUT_SECONDS,
+            "the signal names",
+        )
+        select = f"{dialog}.querySelector('[data-testid=signal-select-button]')"
+        browser.evaluate(f"{select}.click()")
+        listbox = f"{dialog}.querySelector('[role=listbox]')"
+        shown = f"getComputedStyle({listbox}).opacity === '1'"  # once its transition is done
+        browser.wait_for(shown, PAGE_TIMEOUT_SECONDS, "the list of signals")
+        browser.screenshot(ARTIFACTS / "signal-dialog.png")
+        browser.evaluate(
+            f'{options}.find(item => item.textContent.trim().startsWith("pause")).click()'
+        )
+        submit = f"{dialog}.querySelector('[data-testid=confirm-modal-button]')"
+        browser.wait_for(f"!{submit}.disabled", PAGE_TIMEOUT_SECONDS, "Submit enabled")
+        browser.evaluate(f"{submit}.click()")
+        browser.wait_for(f"!{dialog}", PAGE_TIMEOUT_SECONDS, "the dialog to close")
+    return [(name, description) for name, description in offered]
+
+
+async def test_the_list_shows_the_rolled_back_rollout_as_failed(
+    rollouts: Rollouts, tmp_path: Path
+) -> None:
+    url = list_url(rollouts.platform)
+    ids = [rollouts.healthy, rollouts.running, rollouts.failed]
+    statuses = await asyncio.to_thread(_status_column, url, ids, tmp_path / "profile")
+    assert statuses == {
+        rollouts.healthy: "Completed",
+        rollouts.running: "Running",
+        rollouts.failed: "Failed",
+    }
+
+
+async def test_the_signal_dialog_offers_the_controls_and_sends_pause(
+    rollouts: Rollouts, tmp_path: Path
+) -> None:
+    url = rollouts.platform.workflow_url(rollouts.running)
+    offered = await asyncio.to_thread(_signal_dialog_sends_pause, url, tmp_path / "profile")
+    names = [name for name, _ in offered]
+    assert names[0] == "Custom"
+    assert {"pause", "resume", "promote", "abort"} <= set(names)
+    described = dict(offered)
+    assert described["pause"].startswith("Pause the analysis")
+    assert described["promote"].startswith("Promote now")
+    assert described["abort"].startswith("Roll back now")
+    assert described["resume"].startswith("Resume a paused analysis")
+    handle = rollouts.client.get_workflow_handle_for(CanaryWorkflow.run, rollouts.running)
+    deadline = asyncio.get_running_loop().time() + PAGE_TIMEOUT_SECONDS
+    while not (status := await handle.query(CanaryWorkflow.status)).paused:
+        assert asyncio.get_running_loop().time() < deadline, f"not paused: {status}"
+        await asyncio.sleep(0.2)
+    assert status.phase == Phase.PROGRESSING
+    assert status.events[-1].message == "Canary analysis of frontend.test paused"

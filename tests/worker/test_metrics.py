@@ -41,6 +41,7 @@ from canary.decision import StepObservation
 from canary.spec import Canary
 from canary.status import Phase
 from starter import cli
+from starter.verdict import final_status
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus
 from tests.workflows.fakes import FakePlatform, canary_spec
@@ -180,12 +181,13 @@ async def rollouts(dev_server_env: WorkflowEnvironment) -> AsyncIterator[Rollout
                 (failing, "bad", Phase.FAILED),
             ):
                 workflow_ids.append(f"{canary.workflow_id}-{uuid.uuid4()}")
-                status = await client.execute_workflow(
+                handle = await client.start_workflow(
                     CanaryWorkflow.run,
                     contract.RolloutRequest(canary=canary, image=image),
                     id=workflow_ids[-1],
                     task_queue=platform.task_queue,
                 )
+                status = await final_status(handle)
                 assert status.phase == phase, status
     assert platform.flaked == {contract.SCALE_CANARY, contract.OBSERVE}
     text = get_metrics(address)
@@ -245,10 +247,10 @@ async def test_rollout_metrics_carry_the_sdk_labels(rollouts: Rollouts) -> None:
 async def test_the_sdk_metrics_are_served_too(rollouts: Rollouts) -> None:
     samples = rollouts.samples
     queue = {"task_queue": rollouts.task_queue}
-    completed = value(
-        samples, "temporal_workflow_completed_total", workflow_type="CanaryWorkflow", **queue
-    )
-    assert completed == 2
+    rollout = {"workflow_type": "CanaryWorkflow", **queue}
+    # the rolled-back rollout fails its workflow, so Temporal counts it as failed
+    assert value(samples, "temporal_workflow_completed_total", **rollout) == 1
+    assert value(samples, "temporal_workflow_failed_total", **rollout) == 1
     latency = "temporal_workflow_task_execution_latency_seconds_count"
     assert total(samples, latency, **queue) > 10
     failed = "temporal_activity_execution_failed_total"

@@ -1,7 +1,7 @@
 """Records the histories that test_replay.py replays: `python -m tests.workflows.record_histories`.
 
-Re-record only on purpose: a stored history stands for rollouts already running in
-production, which every later version of the workflow must still replay.
+Only histories not stored yet are recorded: a stored history stands for rollouts already
+running in production, which every later version of the workflow must still replay.
 """
 
 import asyncio
@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from canary import contract
+from starter.verdict import final_status
 from tests.workflows.fakes import FakePlatform, canary_spec, failing
 from workflows.canary_workflow import CanaryWorkflow
 
@@ -29,7 +30,11 @@ async def record() -> None:
         for name, platform in (
             ("healthy_rollout", FakePlatform()),
             ("failed_rollout", FakePlatform(metrics=failing)),
+            ("failed_rollout_fails_workflow", FakePlatform(metrics=failing)),
         ):
+            path = HISTORIES / f"{name}.json"
+            if path.exists():
+                continue
             async with Worker(
                 env.client,
                 task_queue=platform.task_queue,
@@ -42,9 +47,9 @@ async def record() -> None:
                     id=f"canary-test-{name}",
                     task_queue=platform.task_queue,
                 )
-                await handle.result()
+                await final_status(handle)
                 history = await handle.fetch_history()
-            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            path.write_text(history.to_json())
     finally:
         await env.shutdown()
 

@@ -14,6 +14,7 @@ from canary import contract
 from canary.decision import Routes
 from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
+from starter.verdict import final_status
 from tests.workflows.fakes import FakePlatform, canary_spec, failing
 from workflows.canary_workflow import CanaryWorkflow
 
@@ -98,7 +99,7 @@ async def test_failing_canary_rolls_back_after_exactly_threshold_failed_checks(
     platform = FakePlatform(metrics=failing)
     async with running_worker(time_skipping_env, platform):
         handle = await start(time_skipping_env, platform, canary_spec(threshold=3))
-        result = await handle.result()
+        result = await final_status(handle)
     assert result.phase == Phase.FAILED
     assert result.failed_checks == 3
     assert platform.observed_weights == [10, 10, 10]
@@ -160,7 +161,7 @@ async def test_abort_rolls_back_now_with_the_reason(time_skipping_env: WorkflowE
         await handle.execute_update(
             CanaryWorkflow.abort, contract.ControlRequest(reason="bad release notes")
         )
-        result = await handle.result()
+        result = await final_status(handle)
     assert result.phase == Phase.FAILED
     assert result.reason == "Rolling back podinfo.test manual abort: bad release notes"
     assert platform.notifications[-1].message == result.reason
@@ -180,7 +181,7 @@ async def test_confirm_rollout_gate_holds_refuses_promote_and_can_be_aborted(
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(CanaryWorkflow.promote, contract.ControlRequest())
         await handle.execute_update(CanaryWorkflow.abort, contract.ControlRequest(reason="no"))
-        result = await handle.result()
+        result = await final_status(handle)
     assert "is Waiting, not Progressing" in str(refused.value.cause.message)
     assert platform.webhook_calls.count("approval") >= 4
     assert platform.scales == [0]
@@ -194,7 +195,7 @@ async def test_canary_not_ready_by_the_progress_deadline_rolls_back(
     platform = FakePlatform(canary_ready=False)
     async with running_worker(time_skipping_env, platform):
         handle = await start(time_skipping_env, platform, canary_spec())
-        result = await handle.result()
+        result = await final_status(handle)
     assert result.phase == Phase.FAILED
     assert result.reason == (
         "Rolling back podinfo.test progress deadline exceeded 0 of 2 replicas ready"
@@ -232,7 +233,7 @@ async def test_a_weight_that_cannot_be_set_rolls_back(
     platform = FakePlatform(routes_fail_at=30)
     async with running_worker(time_skipping_env, platform):
         handle = await start(time_skipping_env, platform, canary_spec())
-        result = await handle.result()
+        result = await final_status(handle)
     assert result.phase == Phase.FAILED
     assert result.reason == (
         "Rolling back podinfo.test set_routes failed: router config is not writable"

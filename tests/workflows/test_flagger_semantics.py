@@ -5,13 +5,13 @@ and mirroring, on the time-skipping server with same-name fake activities (and t
 from collections.abc import Callable
 from typing import Any
 
-from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.alerts import AlertProviders
 from activities.notify import NotifyActivities
 from canary.status import CanaryStatus, MetricObservation, Phase
+from starter.verdict import final_status
 from tests.support.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
 from tests.workflows.fakes import FakePlatform, canary_spec, failing, healthy
 from tests.workflows.test_canary_workflow import (
@@ -32,10 +32,7 @@ async def verdict(
 ) -> CanaryStatus:
     async with running_worker(env, platform):
         handle = await start(env, platform, canary_spec(**analysis))
-        try:
-            return await handle.result()
-        except WorkflowFailureError as failure:
-            return CanaryStatus.model_validate(failure.cause.details[0])  # type: ignore[attr-defined]
+        return await final_status(handle)
 
 
 def answers(*oks: bool) -> Callable[[str], bool]:

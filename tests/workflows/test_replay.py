@@ -13,7 +13,8 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def test_histories_are_present() -> None:
-    assert {path.stem for path in HISTORIES} >= {"healthy_rollout", "failed_rollout"}
+    stored = {path.stem for path in HISTORIES}
+    assert stored >= {"healthy_rollout", "failed_rollout", "failed_rollout_fails_workflow"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda path: path.stem)

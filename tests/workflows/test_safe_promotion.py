@@ -2,13 +2,13 @@
 
 import uuid
 
-from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from canary import contract
 from canary.spec import LOCAL_KIND
 from canary.status import CanaryStatus, EventKind, Phase
+from starter.verdict import final_status
 from tests.workflows.test_safety_properties import Case, canary_for
 from tests.workflows.world import Script, ScriptedPlatform, World
 from workflows.canary_workflow import CanaryWorkflow
@@ -31,10 +31,7 @@ async def roll_out(
             id=workflow_id,
             task_queue=queue,
         )
-        try:
-            status = await handle.result()
-        except WorkflowFailureError as failure:
-            status = CanaryStatus.model_validate(failure.cause.details[0])  # type: ignore[attr-defined]
+        status = await final_status(handle)
     return status, world
 
 

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import Phase as Phase_
 from hypothesis import strategies as st
-from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -37,6 +37,7 @@ from temporalio.worker import Worker
 from canary import contract
 from canary.spec import LOCAL_KIND, Canary
 from canary.status import CanaryStatus, Phase
+from starter.verdict import final_status
 from tests.support.binaries import find_binary
 from tests.workflows.world import HEALTHY, Entry, Script, ScriptedPlatform, World
 from workflows.canary_workflow import CanaryWorkflow
@@ -223,13 +224,7 @@ async def roll_out(rollouts: Rollouts, case: Case) -> Outcome:
     except RPCError as error:
         if not ended(error):
             raise
-    try:
-        status = await handle.result()
-    except WorkflowFailureError as failure:
-        # A Failed verdict may fail the workflow, with the final status in the details.
-        details = getattr(failure.cause, "details", ())
-        assert details, f"the workflow failed without a status: {failure.cause}"
-        status = CanaryStatus.model_validate(details[0])
+    status = await final_status(handle)
     return Outcome(status=status, promote_requested=promote_requested, world=world)
 
 
