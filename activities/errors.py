@@ -6,6 +6,7 @@ invalid query) and let anything else propagate to be retried. The activity shell
 """
 
 import os
+import ssl
 import urllib.parse
 
 
@@ -21,6 +22,9 @@ def os_reason(error: BaseException) -> str | None:
     """The OS-level cause (e.g. "connection refused") under a client's wrapper exceptions."""
     cause: BaseException | None = error
     while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            # its errno is OpenSSL's, not the OS's: "operation not permitted" would mislead
+            return f"TLS: {cause.reason or cause}".lower()
         if isinstance(cause, OSError) and cause.errno:
             reason = os.strerror(cause.errno) if cause.errno > 0 else str(cause.strerror)
             return reason.lower()

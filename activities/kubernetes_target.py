@@ -9,6 +9,7 @@ primary, and the Services `<svc>` (apex), `<svc>-primary` and `<svc>-canary`.
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ PROMOTED_SPEC_FIELDS = (
 DEPLOYMENT = kube_client.Resource("Deployment", "deployments.apps")
 AUTOSCALER = kube_client.Resource("HorizontalPodAutoscaler", "horizontalpodautoscalers.autoscaling")
 SERVICE = kube_client.Resource("Service", "services")
+CONFIG_MAP = kube_client.Resource("ConfigMap", "configmaps")
+SECRET = kube_client.Resource("Secret", "secrets")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,44 @@ def template_revision(template: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+ConfigRef = tuple[str, str]
+"""("ConfigMap" or "Secret", name)."""
+
+
+def config_refs(template: Mapping[str, Any]) -> list[ConfigRef]:
+    """The ConfigMaps and Secrets a pod template uses (volumes, projected volumes, env and
+    envFrom of every container), as Flagger tracks them: a change to one is a new revision."""
+    spec = template.get("spec") or {}
+    found: set[ConfigRef] = set()
+    for volume in spec.get("volumes") or []:
+        sources = [volume, *((volume.get("projected") or {}).get("sources") or [])]
+        for source in sources:
+            if name := (source.get("configMap") or {}).get("name"):
+                found.add(("ConfigMap", name))
+            secret = source.get("secret") or {}
+            if name := secret.get("secretName") or secret.get("name"):
+                found.add(("Secret", name))
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    for container in containers:
+        for item in container.get("envFrom") or []:
+            if name := (item.get("configMapRef") or {}).get("name"):
+                found.add(("ConfigMap", name))
+            if name := (item.get("secretRef") or {}).get("name"):
+                found.add(("Secret", name))
+        for variable in container.get("env") or []:
+            source = variable.get("valueFrom") or {}
+            if name := (source.get("configMapKeyRef") or {}).get("name"):
+                found.add(("ConfigMap", name))
+            if name := (source.get("secretKeyRef") or {}).get("name"):
+                found.add(("Secret", name))
+    return sorted(found)
+
+
+def ready_count(desired: int, threshold_percent: int) -> int:
+    """Replicas that must be ready for `threshold_percent` of `desired` (at least one)."""
+    return max(1, math.ceil(desired * threshold_percent / 100)) if desired > 0 else 0
+
+
 class KubernetesTarget:
     def __init__(
         self,
@@ -59,7 +100,13 @@ class KubernetesTarget:
         name: str,
         autoscaler_name: str | None = None,
         service: ServiceSettings | None = None,
+        canary_ready_threshold: int = 100,
+        primary_ready_threshold: int = 100,
     ) -> None:
+        """Thresholds are Flagger's `canaryReadyThreshold` and `primaryReadyThreshold`: the
+        percent of replicas that must be ready."""
+        self.canary_ready_threshold = canary_ready_threshold
+        self.primary_ready_threshold = primary_ready_threshold
         self._apps = kubernetes.client.AppsV1Api(api)
         self._autoscaling = kubernetes.client.AutoscalingV2Api(api)
         self._core = kubernetes.client.CoreV1Api(api)
@@ -74,7 +121,7 @@ class KubernetesTarget:
         bring the Services to the settings."""
         target = self._read_deployment(self.name)
         label, value = _selector_label(target, self.namespace, self.name)
-        canary_revision = template_revision(target["spec"]["template"])
+        canary_revision = self._revision(target)
         with kube_client.api_errors("get", DEPLOYMENT, self.namespace, self.primary_name):
             primary_model = kube_client.read_optional(
                 lambda: self._apps.read_namespaced_deployment(self.primary_name, self.namespace)
@@ -124,16 +171,18 @@ class KubernetesTarget:
         self._patch_deployment(self.name, {"spec": {"replicas": replicas}})
 
     def canary_readiness(self) -> Readiness:
-        return _readiness(self._read_deployment(self.name), self.namespace)
+        deployment = self._read_deployment(self.name)
+        return _readiness(deployment, self.namespace, self.canary_ready_threshold)
 
     def primary_readiness(self) -> Readiness:
-        return _readiness(self._read_deployment(self.primary_name), self.namespace)
+        deployment = self._read_deployment(self.primary_name)
+        return _readiness(deployment, self.namespace, self.primary_ready_threshold)
 
     def promote(self, revision: str | None = None) -> str:
         """Copy the canary's pod template (relabelled) and rollout settings to the primary,
         exactly as read, while the template is `revision` (None: any); answer its revision."""
         target = self._read_deployment(self.name)
-        found = template_revision(target["spec"]["template"])
+        found = self._revision(target)
         if revision is not None and found != revision:
             return found
         label, value = _selector_label(target, self.namespace, self.name)
@@ -155,7 +204,35 @@ class KubernetesTarget:
         return found
 
     def canary_revision(self) -> str:
-        return template_revision(self._read_deployment(self.name)["spec"]["template"])
+        return self._revision(self._read_deployment(self.name))
+
+    def _revision(self, deployment: Mapping[str, Any]) -> str:
+        """The pod template's digest; with the data of the ConfigMaps and Secrets it uses,
+        when it uses any (only digests of their data are kept, never the data)."""
+        template = deployment["spec"]["template"]
+        refs = config_refs(template)
+        if not refs:
+            return template_revision(template)
+        parts = [template_revision(template)]
+        for kind, name in refs:
+            parts.append(f"{kind}/{name}={self._config_digest(kind, name)}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def _config_digest(self, kind: str, name: str) -> str:
+        resource = CONFIG_MAP if kind == "ConfigMap" else SECRET
+        read = (
+            self._core.read_namespaced_config_map
+            if kind == "ConfigMap"
+            else self._core.read_namespaced_secret
+        )
+        with kube_client.api_errors("get", resource, self.namespace, name):
+            found = kube_client.read_optional(lambda: read(name, self.namespace))
+        if found is None:
+            return "absent"
+        body = _as_dict(found)
+        data = {"data": body.get("data") or {}, "binaryData": body.get("binaryData") or {}}
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def _read_deployment(self, name: str) -> dict[str, Any]:
         with kube_client.api_errors("get", DEPLOYMENT, self.namespace, name):
@@ -310,8 +387,11 @@ def _guarded(patch: dict[str, Any], read: Mapping[str, Any]) -> dict[str, Any]:
     return patch
 
 
-def _readiness(deployment: Mapping[str, Any], namespace: str) -> Readiness:
-    """Ready when ready, updated and available replicas reach the desired count.
+def _readiness(
+    deployment: Mapping[str, Any], namespace: str, threshold_percent: int = 100
+) -> Readiness:
+    """Ready when every replica runs the current template and `threshold_percent` of the
+    desired replicas are ready and available.
 
     A status written by the deployment controller (it has `observedGeneration`) omits zero
     counts, so a missing count is zero there; in any other status only present counts matter.
@@ -327,11 +407,15 @@ def _readiness(deployment: Mapping[str, Any], namespace: str) -> Readiness:
             ready=False, message=f"{subject}: generation {generation} not yet observed"
         )
     default = 0 if observed is not None else None
+    needed = ready_count(desired, threshold_percent)
     ready = status.get("readyReplicas", 0)
-    problems = [] if ready >= desired else [f"{ready} of {desired} replicas ready"]
-    for field, word in (("updatedReplicas", "updated"), ("availableReplicas", "available")):
+    problems = [] if ready >= needed else [f"{ready} of {desired} replicas ready"]
+    for field, word, wanted in (
+        ("updatedReplicas", "updated", desired),
+        ("availableReplicas", "available", needed),
+    ):
         count = status.get(field, default)
-        if count is not None and count < desired:
+        if count is not None and count < wanted:
             problems.append(f"{count} of {desired} replicas {word}")
     updated = status.get("updatedReplicas", default)
     if updated is not None and status.get("replicas", 0) > updated:

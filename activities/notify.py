@@ -111,6 +111,8 @@ async def _call_event_hooks(request: contract.NotifyRequest) -> list[tuple[str, 
                 event_type="Warning" if event.warning else "Normal",
                 event_message=event.message,
             )
-            outcome = await call_webhook(hook.url, payload, hook.timeout)
+            outcome = await call_webhook(
+                hook.url, payload, hook.timeout, verify_tls=not hook.disable_tls
+            )
             outcomes.append((f"event hook {hook.name}: {outcome.message}", outcome.ok))
     return outcomes

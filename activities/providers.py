@@ -73,6 +73,8 @@ def target_for(
             target_port=service.target_port,
             port_name=service.port_name,
         ),
+        canary_ready_threshold=canary.spec.analysis.canary_ready_threshold,
+        primary_ready_threshold=canary.spec.analysis.primary_ready_threshold,
     )
 
 

@@ -235,5 +235,7 @@ async def _call(canary: Canary, hook: Webhook, phase: Phase, checksum: str) -> W
         checksum=checksum,
         metadata=hook.metadata,
     )
-    outcome = await call_webhook(hook.url, payload, hook.timeout)
+    outcome = await call_webhook(
+        hook.url, payload, hook.timeout, retries=hook.retries, verify_tls=not hook.disable_tls
+    )
     return WebhookObservation(name=hook.name, ok=outcome.ok, message=outcome.message)

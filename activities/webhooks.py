@@ -3,6 +3,7 @@
 A failed call is an outcome, not an exception: whether it fails a check is decided elsewhere.
 """
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from activities import bounded_http, errors
 MAX_RESPONSE_BYTES = bounded_http.MIB
 """A hook answers with a status; a longer body than this fails the call."""
 MESSAGE_BODY_CHARS = 200
+RETRY_PAUSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,30 @@ class WebhookOutcome:
 
 
 async def call_webhook(
-    url: str, payload: Mapping[str, Any], timeout_seconds: float
+    url: str,
+    payload: Mapping[str, Any],
+    timeout_seconds: float,
+    *,
+    retries: int = 0,
+    verify_tls: bool = True,
 ) -> WebhookOutcome:
-    """POST `payload` as JSON. `timeout_seconds` bounds the whole call (connecting, sending,
-    reading the answer), and an answer over `MAX_RESPONSE_BYTES` fails it."""
+    """POST `payload` as JSON, again up to `retries` times while it fails (a second apart).
+    `timeout_seconds` bounds each attempt (connecting, sending, reading the answer), and an
+    answer over `MAX_RESPONSE_BYTES` fails it."""
+    outcome = await _attempt(url, payload, timeout_seconds, verify_tls)
+    for _ in range(retries):
+        if outcome.ok:
+            break
+        await asyncio.sleep(RETRY_PAUSE_SECONDS)
+        outcome = await _attempt(url, payload, timeout_seconds, verify_tls)
+    return outcome
+
+
+async def _attempt(
+    url: str, payload: Mapping[str, Any], timeout_seconds: float, verify_tls: bool
+) -> WebhookOutcome:
     try:
-        async with bounded_http.new_client() as client:
+        async with bounded_http.new_client(verify=verify_tls) as client:
             reply = await bounded_http.request(
                 client,
                 "POST",

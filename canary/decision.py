@@ -172,10 +172,10 @@ def decide(
             status=status.with_events(event) if event is not None else status,
             routes=routes,
         )
-    metric_statuses, failure = _evaluate(canary, observation)
+    metric_statuses, failure, muted = _evaluate(canary, observation)
     status = status.model_copy(update={"metrics": metric_statuses})
     if failure is not None:
-        return failed_check(canary, status, failure, now)
+        return failed_check(canary, status, failure, now, alert=not muted)
     analysis = canary.spec.analysis
     if analysis.strategy == Strategy.CANARY:
         current = 0 if status.mirror else status.canary_weight
@@ -236,10 +236,10 @@ def judge(
         return checked
     if checked.paused:
         return Decision(action=Action.WAIT, status=checked)
-    metric_statuses, failure = _evaluate(canary, observation)
+    metric_statuses, failure, muted = _evaluate(canary, observation)
     status = checked.model_copy(update={"metrics": metric_statuses})
     if failure is not None:
-        return failed_check(canary, status, failure, now)
+        return failed_check(canary, status, failure, now, alert=not muted)
     return Decision(action=Action.WAIT, status=status)
 
 
@@ -266,11 +266,15 @@ def _check_canary(
     return status.model_copy(update={"canary_unready_since": None})
 
 
-def failed_check(canary: Canary, status: CanaryStatus, message: str, now: datetime) -> Decision:
-    """Count one failed check; roll back once the count reaches the threshold."""
+def failed_check(
+    canary: Canary, status: CanaryStatus, message: str, now: datetime, alert: bool = True
+) -> Decision:
+    """Count one failed check; roll back once the count reaches the threshold. Without
+    `alert` the halt is no alert (a hook with `muteAlert`); a rollback always is."""
     failed = status.failed_checks + 1
     status = status.model_copy(update={"failed_checks": failed})
-    events = [Event(time=now, message=message, warning=True, kind=EventKind.HALTED)]
+    kind = EventKind.HALTED if alert else None
+    events = [Event(time=now, message=message, warning=True, kind=kind)]
     if failed < canary.spec.analysis.threshold:
         return Decision(action=Action.HALT, status=status.with_events(*events))
     reason = messages.rolling_back_threshold(canary.target, failed)
@@ -313,17 +317,17 @@ def _with_routes(status: CanaryStatus, routes: Routes | None) -> CanaryStatus:
 
 def _evaluate(
     canary: Canary, observation: StepObservation
-) -> tuple[list[MetricStatus], str | None]:
-    """Each metric's status, and the message of the first failed check (webhooks first)."""
+) -> tuple[list[MetricStatus], str | None, bool]:
+    """Each metric's status, the message of the first failed check (webhooks first), and
+    whether it is a hook whose failures are muted (`muteAlert`)."""
     target = canary.target
-    failure = next(
-        (
-            messages.halt_webhook(target, hook.name, hook.message)
-            for hook in observation.webhooks
-            if not hook.ok
-        ),
-        None,
-    )
+    muted_hooks = {hook.name for hook in canary.spec.analysis.webhooks if hook.mute_alert}
+    failed_hook = next((hook for hook in observation.webhooks if not hook.ok), None)
+    failure = None
+    muted = False
+    if failed_hook is not None:
+        failure = messages.halt_webhook(target, failed_hook.name, failed_hook.message)
+        muted = failed_hook.name in muted_hooks
     observed = {metric.name: metric for metric in observation.metrics}
     statuses = []
     for metric in canary.spec.analysis.metrics:
@@ -343,7 +347,7 @@ def _evaluate(
         )
         if failure is None and message is not None:
             failure = message
-    return statuses, failure
+    return statuses, failure, muted
 
 
 def _judge(target: str, metric: Metric, seen: MetricObservation) -> tuple[CheckOutcome, str | None]:

@@ -165,6 +165,18 @@ class Webhook(SpecModel):
     timeout: WebhookTimeout = 10.0
     metadata: dict[str, str] = Field(default_factory=dict)
     mute_alert: bool = False
+    """A failure of this hook halts without an alert."""
+    retries: int = Field(default=0, ge=0, le=10)
+    """Further attempts after a failed call, within the same check."""
+    disable_tls: bool = Field(
+        default=False, validation_alias="disableTLS", serialization_alias="disableTLS"
+    )
+    """Skip verifying the hook's TLS certificate."""
+
+    @property
+    def longest_seconds(self) -> float:
+        """How long the hook may take, every attempt included."""
+        return (self.timeout + 1.0) * (1 + self.retries)
 
 
 class Severity(StrEnum):
@@ -212,6 +224,10 @@ class Analysis(SpecModel):
     alerts: list[Alert] = Field(default_factory=list)
     metrics_server: str | None = None
     """coalmine extension: Prometheus address for this rollout (else the worker's default)."""
+    canary_ready_threshold: int = Field(default=100, ge=1, le=100)
+    """Percent of the canary's replicas that must be ready (Flagger's canaryReadyThreshold)."""
+    primary_ready_threshold: int = Field(default=100, ge=1, le=100)
+    """Percent of the primary's replicas that must be ready (primaryReadyThreshold)."""
 
     @property
     def strategy(self) -> Strategy:

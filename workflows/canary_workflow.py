@@ -348,7 +348,10 @@ class CanaryWorkflow:
             message = messages.pre_rollout_failed(
                 self._canary.target, failure.name, failure.message
             )
-            await self._apply(failed_check(self._canary, self._status, message, workflow.now()))
+            muted = any(h.mute_alert for h in hooks if h.name == failure.name)
+            await self._apply(
+                failed_check(self._canary, self._status, message, workflow.now(), not muted)
+            )
             await self._wait_interval("pre-rollout retry")
             if self._new_image is not None:
                 await self._take_new_image(restart=False)
@@ -666,7 +669,7 @@ class CanaryWorkflow:
             phase=phase or self._status.phase,
             checksum=self._status.revision or "",
         )
-        timeout = timedelta(seconds=sum(hook.timeout for hook in hooks) + 30)
+        timeout = timedelta(seconds=sum(hook.longest_seconds for hook in hooks) + 30)
         result = await self._activity(
             contract.CALL_WEBHOOKS,
             request,
@@ -711,7 +714,7 @@ class CanaryWorkflow:
         hooks = self._canary.spec.analysis.webhooks_of(WebhookType.ROLLOUT)
         gates = self._canary.spec.analysis.webhooks_of(WebhookType.CONFIRM_TRAFFIC_INCREASE)
         asks = self._canary.spec.analysis.webhooks_of(WebhookType.ROLLBACK)
-        seconds = sum(hook.timeout for hook in [*hooks, *gates, *asks])
+        seconds = sum(hook.longest_seconds for hook in [*hooks, *gates, *asks])
         return timedelta(seconds=seconds + 30 * (1 + len(self._canary.spec.analysis.metrics)))
 
     def _set_phase(self, phase: Phase) -> None:

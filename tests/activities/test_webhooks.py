@@ -1,8 +1,12 @@
 """call_webhook against a local HTTP server that records what it receives."""
 
 import asyncio
+import ssl
+import subprocess
 import time
 import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +140,47 @@ def test_a_payload_without_event_has_no_event_keys() -> None:
         "checksum": "abc",
         "metadata": {},
     }
+
+
+async def test_retries_call_again_while_the_hook_fails(receiver: Receiver) -> None:
+    failed = await call_webhook(f"{receiver.url}/fail-twice", PAYLOAD, timeout_seconds=5, retries=1)
+    assert not failed.ok
+    assert failed.status_code == 500
+    assert receiver.paths == ["/fail-twice"] * 2
+    passed = await call_webhook(f"{receiver.url}/fail-twice", PAYLOAD, timeout_seconds=5, retries=3)
+    assert passed.ok
+    assert receiver.paths == ["/fail-twice"] * 3
+
+
+@pytest.fixture
+def tls_receiver(receiver: Receiver, tmp_path: Path) -> Iterator[str]:
+    """The receiver behind TLS with a self-signed certificate; yields its https URL."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = receiver.server
+    plain = server.socket
+    server.socket = context.wrap_socket(plain, server_side=True)
+    yield receiver.url.replace("http://", "https://")
+    server.socket = plain
+
+
+async def test_disable_tls_skips_verifying_the_hooks_certificate(
+    receiver: Receiver, tls_receiver: str
+) -> None:
+    refused = await call_webhook(f"{tls_receiver}/ok", PAYLOAD, timeout_seconds=5)
+    assert not refused.ok
+    assert refused.message == "request failed: tls: certificate_verify_failed"
+    accepted = await call_webhook(
+        f"{tls_receiver}/ok", PAYLOAD, timeout_seconds=5, verify_tls=False
+    )
+    assert accepted.ok, accepted.message
+    assert receiver.bodies[-1]["name"] == "podinfo"

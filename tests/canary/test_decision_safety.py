@@ -239,3 +239,27 @@ def test_a_rollback_hook_that_answers_2xx_rolls_back_now(paused: bool) -> None:
         assert decision.status.events[-1].kind == EventKind.ROLLED_BACK
     refused = PASSING.model_copy(update={"rollback_gates": gates[:1]})
     assert decide(make_canary(), status, refused, NOW).action != Action.ROLLBACK
+
+
+@pytest.mark.parametrize(("muted", "kind"), [(True, None), (False, EventKind.HALTED)])
+def test_a_muted_hook_halts_without_an_alert(muted: bool, kind: EventKind | None) -> None:
+    hooks = [{"name": "load", "type": "rollout", "url": "http://load/", "muteAlert": muted}]
+    canary = make_canary(webhooks=hooks, threshold=2)
+    failing_hook = [WebhookObservation(name="load", ok=False, message="status 500")]
+    halted = decide(canary, progressing(10), observe(webhooks=failing_hook), NOW)
+    assert halted.action == Action.HALT
+    assert halted.status.events[-1].kind == kind
+    rolled_back = decide(canary, halted.status, observe(webhooks=failing_hook), NOW)
+    assert rolled_back.action == Action.ROLLBACK
+    assert rolled_back.status.events[-1].kind == EventKind.ROLLED_BACK
+
+
+def test_webhook_retries_and_disable_tls_load_with_flaggers_names() -> None:
+    hooks = [
+        {"name": "a", "url": "https://a/", "retries": 2, "disableTLS": True, "timeout": "5s"},
+        {"name": "b", "url": "https://b/"},
+    ]
+    first, second = make_canary(webhooks=hooks).spec.analysis.webhooks
+    assert (first.retries, first.disable_tls, first.longest_seconds) == (2, True, 18.0)
+    assert (second.retries, second.disable_tls) == (0, False)
+    assert first.model_dump(by_alias=True)["disableTLS"] is True

@@ -297,7 +297,7 @@ def test_unknown_fields_are_warnings_not_errors() -> None:
             "spec.service.portDiscovery": True,
             "spec.analysis.sessionAffinity": {"cookieName": "flagger"},
             "spec.analysis.metrics[0].thresholdRange.foo": 1,
-            "spec.analysis.webhooks[2].retries": 3,
+            "spec.analysis.webhooks[2].retriez": 3,
         }
     )
     result = load(text)
@@ -308,7 +308,7 @@ def test_unknown_fields_are_warnings_not_errors() -> None:
             "spec.service.portDiscovery: unknown field, ignored",
             "spec.analysis.sessionAffinity: unknown field, ignored",
             "spec.analysis.metrics[0].thresholdRange.foo: unknown field, ignored",
-            "spec.analysis.webhooks[2].retries: unknown field, ignored",
+            "spec.analysis.webhooks[2].retriez: unknown field, ignored",
         ]
     )
     assert result.canary.spec.analysis.weights == [10, 20, 30, 40, 50]
@@ -876,6 +876,16 @@ def test_unknown_field_names_are_shown_escaped() -> None:
             {"spec.progressDeadlineSeconds": 604801},
             "spec.progressDeadlineSeconds: must be less than or equal to 604800",
             id="progress-deadline",
+        ),
+        pytest.param(
+            {"spec.analysis.canaryReadyThreshold": 0},
+            "spec.analysis.canaryReadyThreshold: must be greater than or equal to 1",
+            id="canary-ready-threshold",
+        ),
+        pytest.param(
+            {"spec.analysis.primaryReadyThreshold": 101},
+            "spec.analysis.primaryReadyThreshold: must be less than or equal to 100",
+            id="primary-ready-threshold",
         ),
         pytest.param(
             {"spec.analysis.metrics[0].thresholdRange.min": float("nan")},

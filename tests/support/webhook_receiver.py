@@ -13,11 +13,13 @@ SLOW_SECONDS = 2.0
 
 
 class Receiver:
-    """Answers by path: /ok 200, /accepted 202, /fail 500 with a long body, /slow 200 late."""
+    """Answers by path: /ok 200, /accepted 202, /fail 500 with a long body, /slow 200 late,
+    /fail-twice 503 to its first two calls and 200 after."""
 
     def __init__(self) -> None:
         self.bodies: list[Any] = []
         self.content_types: list[str | None] = []
+        self.paths: list[str] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -25,8 +27,12 @@ class Receiver:
                 length = int(self.headers["Content-Length"])
                 receiver.bodies.append(json.loads(self.rfile.read(length)))
                 receiver.content_types.append(self.headers["Content-Type"])
+                receiver.paths.append(self.path)
                 if self.path == "/slow":
                     time.sleep(SLOW_SECONDS)
+                if self.path == "/fail-twice":
+                    failed = sum(1 for path in receiver.paths if path == "/fail-twice") <= 2
+                    self.path = "/fail" if failed else "/ok"
                 status, body = {
                     "/ok": (200, b"thanks"),
                     "/accepted": (202, b""),
