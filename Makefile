@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy canary
+	$(BIN)/mypy canary workflows activities worker starter demo tests
 	$(BIN)/lint-imports
 
 test: $(VENV)/.installed lint

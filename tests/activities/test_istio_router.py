@@ -6,7 +6,8 @@ import kubernetes
 import pytest
 
 from activities.errors import PermanentError
-from activities.istio_router import IstioRouter, IstioSettings, Routes
+from activities.istio_router import IstioRouter, IstioSettings
+from canary.decision import Routes
 from tests.support.kube import (
     DESTINATION_RULES,
     NAMESPACE,

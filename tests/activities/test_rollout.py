@@ -160,7 +160,7 @@ async def test_healthy_rollout_promotes_the_new_image_to_the_primary(
     )
     started = "Starting canary analysis for podinfo.healthy"
     promoted = "Promotion completed! Scaling down podinfo.healthy"
-    assert sorted(e.message for e in recorded) == sorted([started, *advances, promoted])
+    assert sorted(e.message or "" for e in recorded) == sorted([started, *advances, promoted])
     assert {body["phase"] for body in receiver.bodies} == {"Progressing"}
 
 

@@ -243,7 +243,9 @@ def test_a_rollback_hook_that_answers_2xx_rolls_back_now(paused: bool) -> None:
 
 @pytest.mark.parametrize(("muted", "kind"), [(True, None), (False, EventKind.HALTED)])
 def test_a_muted_hook_halts_without_an_alert(muted: bool, kind: EventKind | None) -> None:
-    hooks = [{"name": "load", "type": "rollout", "url": "http://load/", "muteAlert": muted}]
+    hooks: list[dict[str, Any]] = [
+        {"name": "load", "type": "rollout", "url": "http://load/", "muteAlert": muted}
+    ]
     canary = make_canary(webhooks=hooks, threshold=2)
     failing_hook = [WebhookObservation(name="load", ok=False, message="status 500")]
     halted = decide(canary, progressing(10), observe(webhooks=failing_hook), NOW)
@@ -255,7 +257,7 @@ def test_a_muted_hook_halts_without_an_alert(muted: bool, kind: EventKind | None
 
 
 def test_webhook_retries_and_disable_tls_load_with_flaggers_names() -> None:
-    hooks = [
+    hooks: list[dict[str, Any]] = [
         {"name": "a", "url": "https://a/", "retries": 2, "disableTLS": True, "timeout": "5s"},
         {"name": "b", "url": "https://b/"},
     ]

@@ -182,7 +182,7 @@ async def test_confirm_rollout_gate_holds_refuses_promote_and_can_be_aborted(
             await handle.execute_update(CanaryWorkflow.promote, contract.ControlRequest())
         await handle.execute_update(CanaryWorkflow.abort, contract.ControlRequest(reason="no"))
         result = await final_status(handle)
-    assert "is Waiting, not Progressing" in str(refused.value.cause.message)
+    assert "is Waiting, not Progressing" in str(refused.value.cause)
     assert platform.webhook_calls.count("approval") >= 4
     assert platform.scales == [0]
     assert result.phase == Phase.FAILED

@@ -44,7 +44,7 @@ from workflows.canary_workflow import CanaryWorkflow
 
 T = TypeVar("T")
 TASK_QUEUE = f"safety-{uuid.uuid4()}"
-STRATEGIES = {
+STRATEGIES: dict[str, dict[str, Any]] = {
     "canary": {"stepWeight": 20, "maxWeight": 60},
     "ab-testing": {"iterations": 3, "match": [{"headers": {"x-canary": {"exact": "1"}}}]},
     "blue-green": {"iterations": 3},

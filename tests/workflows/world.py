@@ -109,7 +109,9 @@ class ScriptedPlatform:
         ]
 
     def _world(self) -> World:
-        return self.worlds[activity.info().workflow_id]
+        workflow_id = activity.info().workflow_id
+        assert workflow_id is not None, "only workflows call these activities"
+        return self.worlds[workflow_id]
 
     @activity.defn(name=contract.INITIALIZE)
     async def initialize(self, request: contract.CanaryRequest) -> contract.TargetState:
