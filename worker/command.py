@@ -17,8 +17,9 @@ from canary import contract
 from worker.connection import connect
 
 METRICS_ADDRESS_ENV = "COALMINE_WORKER_METRICS_ADDRESS"
-DEFAULT_METRICS_ADDRESS = "0.0.0.0:9464"
-"""Where `coalmine worker` serves /metrics unless told otherwise."""
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
+"""Where `coalmine worker` serves /metrics unless told otherwise: this machine only. In a pod
+the Deployment sets `0.0.0.0:9464` so Prometheus can scrape it."""
 METRICS_SERVER_ENV = "COALMINE_METRICS_SERVER"
 QUIET_LOGGERS = ("httpx", "httpcore")
 """Loggers kept to warnings: httpx logs every request's URL at INFO, and an alert provider's
