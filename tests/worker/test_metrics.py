@@ -552,7 +552,7 @@ def test_service_servicemonitor_scrape_job_and_deployment_agree_on_the_port() ->
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["COALMINE_WORKER_METRICS_ADDRESS"] == f"0.0.0.0:{ports['metrics']}"
-    assert worker_command.DEFAULT_METRICS_ADDRESS == f"127.0.0.1:{ports['metrics']}"
+    assert f"127.0.0.1:{ports['metrics']}" == worker_command.DEFAULT_METRICS_ADDRESS
 
     service = documents(DEPLOY / "worker-service.yaml")[0]
     assert service["kind"] == "Service"
