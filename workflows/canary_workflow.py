@@ -513,30 +513,31 @@ class CanaryWorkflow:
         target = self._target
         ref = self._canary.spec.target_ref
         primary = f"{ref.name}-primary.{self._canary.metadata.namespace}"
-        canary_ready = await self._canary_ready()
+        canary_ready = await self._ready(primary=False)
         if canary_ready:
             serving = messages.canary_serves(target, self._status.image or "the new version")
             try:
                 await self._set_routes(ALL_TO_CANARY)
             except StepFailed as failure:
                 detail = f"cannot route to the canary: {failure.reason}"
+                unchanged = messages.traffic_unchanged(target)
                 raise PrimaryNotRestored(
-                    messages.primary_not_restored(
-                        target, detail, messages.traffic_unchanged(target)
-                    )
+                    messages.primary_not_restored(target, detail, unchanged)
                 ) from None
             await self._settle_routes()
-        elif traits(self._canary).primary_replaced_in_place:
-            await self._set_routes(ALL_TO_PRIMARY)
-            version = self._status.image or "the new version"
-            detail = (
-                f"the canary is not ready to serve while {primary} restarts, so it keeps {version}"
-            )
-            raise PrimaryNotRestored(
-                messages.primary_not_restored(target, detail, messages.primary_serves(target))
-            )
         else:
-            serving = messages.primary_serves(target)  # its rolling update keeps it available
+            primary_ready = await self._ready(primary=True)
+            if primary_ready:
+                await self._set_routes(ALL_TO_PRIMARY)  # a canary that is not ready loses its share
+            serving = (
+                messages.primary_serves(target) if primary_ready else messages.nothing_ready(target)
+            )
+            if traits(self._canary).primary_replaced_in_place:
+                version = self._status.image or "the new version"
+                detail = (
+                    f"the canary is not ready to serve while {primary} restarts: it keeps {version}"
+                )
+                raise PrimaryNotRestored(messages.primary_not_restored(target, detail, serving))
         if self._primary_snapshot is None:
             detail = f"the template {primary} had before the rollout is unknown"
             raise PrimaryNotRestored(messages.primary_not_restored(target, detail, serving))
@@ -561,14 +562,15 @@ class CanaryWorkflow:
                 messages.primary_not_restored(target, detail, serving)
             ) from None
 
-    async def _canary_ready(self) -> bool:
-        """One readiness read of the canary; a canary that cannot be read is not ready."""
+    async def _ready(self, primary: bool) -> bool:
+        """One readiness read; a workload that cannot be read is not ready."""
+        which = "primary" if primary else "canary"
         try:
             readiness = await self._activity(
                 contract.READINESS,
-                contract.ReadinessRequest(canary=self._canary, primary=False),
+                contract.ReadinessRequest(canary=self._canary, primary=primary),
                 contract.Readiness,
-                summary="is the canary ready",
+                summary=f"is the {which} ready",
             )
         except StepFailed:
             return False

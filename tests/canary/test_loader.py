@@ -480,7 +480,8 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         pytest.param(
             {"spec.analysis.stepWeightPromotion": "half"},
             [
-                "spec.analysis.stepWeightPromotion: must be a valid integer, unable to parse string as an integer"
+                "spec.analysis.stepWeightPromotion: must be a valid integer, "
+                "unable to parse string as an integer"
             ],
             id="stepWeightPromotion-text",
         ),
