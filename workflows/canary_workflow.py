@@ -404,7 +404,8 @@ class CanaryWorkflow:
 
         The canary must be ready: it serves while the primary is replaced. Where the primary
         is replaced in place, its share moves to the canary first. If the primary is not ready
-        by the deadline, the canary keeps serving (PromotionFailed)."""
+        by the deadline, the canary keeps serving (PromotionFailed). With stepWeightPromotion
+        the traffic then moves to the primary in analysed steps, which can roll back."""
         target = self._canary.target
         self._set_phase(Phase.PROMOTING)
         await self._wait_until_ready(primary=False)
@@ -594,7 +595,8 @@ class CanaryWorkflow:
         self._event(messages.promotion_completed(target), kind=EventKind.PROMOTED)
 
     async def _roll_back(self, reason: str) -> None:
-        """Route everything to the primary and scale the canary down; never raises."""
+        """Route everything to the primary and scale the canary down; never raises. A primary
+        that took the new version first gets its previous template back (`_restore_primary`)."""
         target = self._canary.target
         if not any(event.message == reason for event in self._status.events):
             self._event(reason, warning=True, kind=EventKind.ROLLED_BACK)
