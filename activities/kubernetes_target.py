@@ -140,11 +140,16 @@ class KubernetesTarget:
         if self.service is not None:
             self._ensure_services(self.service, label, value)
         annotations = primary["metadata"].get("annotations") or {}
+        primary_revision = annotations.get(REVISION_ANNOTATION, "")
         return TargetState(
             primary_replicas=primary["spec"].get("replicas", 1),
             created_primary=created,
             canary_revision=canary_revision,
-            primary_revision=annotations.get(REVISION_ANNOTATION, ""),
+            primary_revision=primary_revision,
+            primary_snapshot=json.dumps(
+                {"spec": _spec_fields(primary["spec"]), "revision": primary_revision},
+                sort_keys=True,
+            ),
         )
 
     def set_image(self, image: str, container: str | None = None) -> None:
@@ -188,20 +193,37 @@ class KubernetesTarget:
         label, value = _selector_label(target, self.namespace, self.name)
         primary = self._read_deployment(self.primary_name)
         desired = _promoted_fields(target["spec"], label, value)
-        current = {
-            key: primary["spec"][key] for key in PROMOTED_SPEC_FIELDS if key in primary["spec"]
-        }
-        patch: dict[str, Any] = {}
-        if spec_patch := kube_client.merge_patch(current, desired):
-            patch["spec"] = spec_patch
-        annotations = primary["metadata"].get("annotations") or {}
-        if annotations.get(REVISION_ANNOTATION) != found:
-            patch["metadata"] = {"annotations": {REVISION_ANNOTATION: found}}
-        if patch:
-            self._patch_deployment(self.primary_name, _guarded(patch, primary))
+        self._set_primary(primary, desired, found)
         if self.autoscaler_name is not None:
             self._ensure_primary_autoscaler(self.autoscaler_name, update=True)
         return found
+
+    def restore_primary(self, snapshot: str) -> None:
+        """Give the primary back the promoted fields and revision `initialize` read from it."""
+        try:
+            saved = json.loads(snapshot)
+            fields, revision = saved["spec"], saved["revision"]
+        except (ValueError, TypeError, KeyError) as error:
+            raise errors.PermanentError(
+                f"cannot restore deployment {self.namespace}/{self.primary_name}: "
+                f"the saved template is unreadable ({error!r})"
+            ) from None
+        primary = self._read_deployment(self.primary_name)
+        self._set_primary(primary, fields, revision)
+
+    def _set_primary(
+        self, primary: Mapping[str, Any], fields: Mapping[str, Any], revision: str
+    ) -> None:
+        """Patch the primary's promoted fields and revision annotation (none when `revision`
+        is empty) to these, where they differ."""
+        patch: dict[str, Any] = {}
+        if spec_patch := kube_client.merge_patch(_spec_fields(primary["spec"]), fields):
+            patch["spec"] = spec_patch
+        annotations = primary["metadata"].get("annotations") or {}
+        if annotations.get(REVISION_ANNOTATION) != (revision or None):
+            patch["metadata"] = {"annotations": {REVISION_ANNOTATION: revision or None}}
+        if patch:
+            self._patch_deployment(self.primary_name, _guarded(patch, primary))
 
     def canary_revision(self) -> str:
         return self._revision(self._read_deployment(self.name))
@@ -369,6 +391,11 @@ def _primary_template(template: Mapping[str, Any], label: str, value: str) -> di
     metadata = relabelled.setdefault("metadata", {})
     metadata["labels"] = {**(metadata.get("labels") or {}), label: f"{value}-primary"}
     return relabelled
+
+
+def _spec_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a Deployment spec that promotion copies, as they are."""
+    return {key: spec[key] for key in PROMOTED_SPEC_FIELDS if key in spec}
 
 
 def _promoted_fields(spec: Mapping[str, Any], label: str, value: str) -> dict[str, Any]:

@@ -176,6 +176,7 @@ class LocalTarget:
                 created_primary=created,
                 canary_revision=self._canary_revision(primary),
                 primary_revision=primary.process.revision,
+                primary_snapshot=primary.process.image,
             )
 
     def set_image(self, image: str, container: str | None = None) -> None:
@@ -225,6 +226,20 @@ class LocalTarget:
             self._stop(Role.PRIMARY, primary)
             self._start(Role.PRIMARY, image)
             return found
+
+    def restore_primary(self, snapshot: str) -> None:
+        """Restart the primary with `snapshot`, the image it ran before the rollout; nothing to
+        do when it runs that already. Like `promote`, the primary is down until the restarted
+        one listens: traffic must be off it first."""
+        with self._locked():
+            primary = self._read(Role.PRIMARY)
+            wanted = revision(self.settings.command, snapshot, self.settings.env)
+            if self._alive(primary.process):
+                assert primary.process is not None
+                if primary.process.revision == wanted:
+                    return
+            self._stop(Role.PRIMARY, primary)
+            self._start(Role.PRIMARY, snapshot)
 
     def canary_revision(self) -> str:
         return self._canary_revision(self._read(Role.PRIMARY))

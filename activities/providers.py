@@ -34,6 +34,10 @@ class Target(Protocol):
         answer the canary's revision, which says whether anything was copied."""
         ...
 
+    def restore_primary(self, snapshot: str) -> None:
+        """Put the primary back to `snapshot` (`TargetState.primary_snapshot`); idempotent."""
+        ...
+
     def canary_revision(self) -> str: ...
 
 

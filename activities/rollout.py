@@ -67,6 +67,7 @@ class RolloutActivities:
             self.scale_canary,
             self.readiness,
             self.promote_primary,
+            self.restore_primary,
             self.set_routes,
             self.observe,
             self.call_webhooks,
@@ -116,6 +117,11 @@ class RolloutActivities:
             found = self._target(request.canary).promote(request.revision)
             copied = request.revision is None or found == request.revision
             return contract.Promotion(copied=copied, canary_revision=found)
+
+    @activity.defn(name=contract.RESTORE_PRIMARY)
+    def restore_primary(self, request: contract.RestoreRequest) -> None:
+        with permanent_errors():
+            self._target(request.canary).restore_primary(request.snapshot)
 
     @activity.defn(name=contract.SET_ROUTES)
     def set_routes(self, request: contract.RoutesRequest) -> None:

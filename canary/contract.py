@@ -19,6 +19,7 @@ SET_CANARY_IMAGE = "set_canary_image"
 SCALE_CANARY = "scale_canary"
 READINESS = "readiness"
 PROMOTE_PRIMARY = "promote_primary"
+RESTORE_PRIMARY = "restore_primary"
 SET_ROUTES = "set_routes"
 OBSERVE = "observe"
 CALL_WEBHOOKS = "call_webhooks"
@@ -45,6 +46,10 @@ class TargetState(BaseModel):
     created_primary: bool
     canary_revision: str
     primary_revision: str
+    primary_snapshot: str | None = None
+    """What the primary runs before the rollout, opaque to the workflow (the target reads
+    it): `restore_primary` puts it back after a failed promotion step. None from targets
+    that do not keep one."""
 
 
 class ImageRequest(BaseModel):
@@ -79,6 +84,13 @@ class Promotion(BaseModel):
     copied: bool
     """False when the canary no longer runs the analysed revision: nothing was changed."""
     canary_revision: str
+
+
+class RestoreRequest(BaseModel):
+    """Put the primary back to `snapshot` (a `TargetState.primary_snapshot`)."""
+
+    canary: Canary
+    snapshot: str
 
 
 class RoutesRequest(BaseModel):

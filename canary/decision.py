@@ -243,6 +243,44 @@ def judge(
     return Decision(action=Action.WAIT, status=status)
 
 
+def promotion_step(
+    canary: Canary, status: CanaryStatus, observation: StepObservation, now: datetime
+) -> Decision:
+    """One step of `stepWeightPromotion`: the primary runs the new version and is ready; after
+    an analysed interval, move `stepWeightPromotion` more percent of the traffic to it.
+
+    The canary is checked as in `decide` (a rollback hook, a new revision, readiness) and the
+    metrics are judged (a failure is a failed check, a rollback at the threshold). PROMOTE
+    when the primary gets all the traffic: the promotion is done. A canary that lost its
+    share while it was not ready saw no traffic to judge: the primary has it all, so done."""
+    checked = _check_canary(canary, status, observation, now)
+    if isinstance(checked, Decision):
+        return checked
+    status = checked
+    if status.paused:
+        return Decision(action=Action.WAIT, status=status)
+    if not _routed_to_canary(status):
+        return Decision(action=Action.PROMOTE, status=status, routes=ALL_TO_PRIMARY)
+    metric_statuses, failure = _evaluate(canary, observation)
+    status = status.model_copy(update={"metrics": metric_statuses})
+    if failure is not None:
+        return failed_check(canary, status, failure, now)
+    step = canary.spec.analysis.step_weight_promotion or 100
+    primary = min(100, status.primary_weight + step)
+    routes = Routes(primary_weight=primary, canary_weight=100 - primary)
+    if primary == 100:
+        message = messages.routing_all_to_primary(canary.target)
+        event = Event(time=now, message=message)
+    else:
+        message = messages.advance_primary_weight(canary.target, primary)
+        event = Event(time=now, message=message, kind=EventKind.ADVANCED)
+    return Decision(
+        action=Action.PROMOTE if primary == 100 else Action.ADVANCE,
+        status=_with_routes(status, routes).with_events(event),
+        routes=routes,
+    )
+
+
 def manual_rollback(canary: Canary, status: CanaryStatus, hook: str, now: datetime) -> Decision:
     reason = messages.rolling_back_hook(canary.target, hook)
     event = Event(time=now, message=reason, warning=True, kind=EventKind.ROLLED_BACK)

@@ -383,6 +383,12 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
     problems += _weight_problem(f"{base}.maxWeight", analysis.max_weight)
     problems += _weight_problem(f"{base}.stepWeight", analysis.step_weight)
     problems += _weight_problem(f"{base}.mirrorWeight", analysis.mirror_weight)
+    problems += _weight_problem(f"{base}.stepWeightPromotion", analysis.step_weight_promotion)
+    if analysis.step_weight_promotion is not None and analysis.iterations is not None:
+        problems.append(
+            f"{base}.stepWeightPromotion: only for the canary strategy (stepWeight or "
+            "stepWeights); with iterations the switch to the primary is at once"
+        )
     for index, weight in enumerate(analysis.step_weights):
         problems += _weight_problem(f"{base}.stepWeights[{index}]", weight)
     if any(b <= a for a, b in zip(analysis.step_weights, analysis.step_weights[1:], strict=False)):

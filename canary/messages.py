@@ -169,6 +169,26 @@ def routing_all_to_primary(target: str) -> str:
     return f"Routing all traffic to primary of {target}"
 
 
+def advance_primary_weight(target: str, weight: int) -> str:
+    return f"Advance {target} primary weight {weight}"
+
+
+def restoring_primary(target: str, primary: str) -> str:
+    return f"Restoring {primary} to its template from before the rollout of {target}"
+
+
+def primary_not_restored(target: str, detail: str, serving: str) -> str:
+    return f"Rollback of {target} incomplete: {detail}; {serving}"
+
+
+def primary_serves(target: str) -> str:
+    return f"the primary of {target} serves all traffic"
+
+
+def traffic_unchanged(target: str) -> str:
+    return f"the traffic of {target} stays as it was"
+
+
 def promotion_completed(target: str) -> str:
     return f"Promotion completed! Scaling down {target}"
 

@@ -219,6 +219,10 @@ class Analysis(SpecModel):
     match: list[dict[str, Any]] = Field(default_factory=list)
     mirror: bool = False
     mirror_weight: int | None = None
+    step_weight_promotion: int | None = None
+    """Flagger's `stepWeightPromotion`: once the primary runs the new version and is ready,
+    traffic moves back to it this many percent per interval, each step analysed (canary
+    strategy only). None moves it all at once."""
     metrics: list[Metric] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
     alerts: list[Alert] = Field(default_factory=list)

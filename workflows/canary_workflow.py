@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         decide,
         failed_check,
         judge,
+        promotion_step,
         restart_analysis,
         start_analysis,
     )
@@ -88,6 +89,11 @@ class PromotionFailed(Exception):
     """The primary did not take the new version; the message says why."""
 
 
+class PrimaryNotRestored(Exception):
+    """A rollback could not give the primary back its template from before the rollout; the
+    message is the rollout's final reason (what failed and which workload serves)."""
+
+
 @workflow.defn(name="CanaryWorkflow")
 class CanaryWorkflow:
     @workflow.init
@@ -103,6 +109,8 @@ class CanaryWorkflow:
         self._safe = False
         self._new_image: str | None = None
         self._unsent_hook_events: list[Event] = []
+        self._primary_snapshot: str | None = None
+        self._primary_replaced = False
         if request.image is not None:
             self._published[search_attributes.IMAGE.name] = request.image
 
@@ -292,6 +300,7 @@ class CanaryWorkflow:
             contract.INITIALIZE, contract.CanaryRequest(canary=self._canary), contract.TargetState
         )
         self._primary_replicas = max(state.primary_replicas, 1)
+        self._primary_snapshot = state.primary_snapshot
         if self._safe:
             await self._wait_until_ready(primary=True)
         await self._set_routes(ALL_TO_PRIMARY, force=True)
@@ -398,7 +407,8 @@ class CanaryWorkflow:
 
         The canary must be ready: it serves while the primary is replaced. Where the primary
         is replaced in place, its share moves to the canary first. If the primary is not ready
-        by the deadline, the canary keeps serving (PromotionFailed)."""
+        by the deadline, the canary keeps serving (PromotionFailed). With stepWeightPromotion
+        the traffic then moves to the primary in analysed steps, which can roll back."""
         target = self._canary.target
         self._set_phase(Phase.PROMOTING)
         await self._wait_until_ready(primary=False)
@@ -420,15 +430,19 @@ class CanaryWorkflow:
                     self._canary, self._status, promotion.canary_revision, workflow.now()
                 )
             )
+        self._primary_replaced = True
         try:
             await self._wait_ready(primary=True)
         except NotReady as not_ready:
             raise PromotionFailed(f"the primary is not ready: {not_ready}") from None
-        self._event(messages.routing_all_to_primary(target))
-        try:
-            await self._set_routes(ALL_TO_PRIMARY)
-        except StepFailed as failure:
-            raise PromotionFailed(str(failure)) from None
+        if self._promotion_in_steps():
+            await self._shift_to_primary()
+        else:
+            self._event(messages.routing_all_to_primary(target))
+            try:
+                await self._set_routes(ALL_TO_PRIMARY)
+            except StepFailed as failure:
+                raise PromotionFailed(str(failure)) from None
         self._set_phase(Phase.FINALISING)
         await self._settle_routes()
         try:
@@ -441,6 +455,30 @@ class CanaryWorkflow:
         )
         self._set_phase(Phase.SUCCEEDED)
         self._event(messages.promotion_completed(target), kind=EventKind.PROMOTED)
+
+    def _promotion_in_steps(self) -> bool:
+        """stepWeightPromotion applies to an analysed promotion: skipAnalysis and a person's
+        promote move all the traffic at once."""
+        spec = self._canary.spec
+        return (
+            spec.analysis.step_weight_promotion is not None
+            and not spec.skip_analysis
+            and not self._promote_requested
+        )
+
+    async def _shift_to_primary(self) -> None:
+        """stepWeightPromotion: each interval, analyse, then move another step of the traffic
+        to the ready primary, until it has all of it. A failed analysis rolls back (RollBack),
+        a new revision starts over (NewRevision)."""
+        step = 1
+        while True:
+            await self._wait_interval(f"promotion interval {step}")
+            observation = await self._observe(f"promotion {step}: webhooks and metrics")
+            decision = promotion_step(self._canary, self._status, observation, workflow.now())
+            await self._apply(decision)
+            if decision.action == Action.PROMOTE:
+                return
+            step += 1
 
     async def _promotion_failed(self, detail: str) -> None:
         """The analysed canary keeps serving (all traffic when it is ready); the verdict is
@@ -471,6 +509,77 @@ class CanaryWorkflow:
             self._event(f"Post-rollout hooks of {target} failed: {failure.reason}", warning=True)
         self._set_phase(Phase.FAILED)
 
+    async def _restore_primary(self) -> None:
+        """Give the primary back its template from before the rollout and wait until it is
+        ready with it. Meanwhile the traffic is on the canary when it is ready; where the
+        primary restarts in place it must be. PrimaryNotRestored when this cannot be done: the
+        traffic then stays on the workload that serves, which the message names."""
+        target = self._target
+        ref = self._canary.spec.target_ref
+        primary = f"{ref.name}-primary.{self._canary.metadata.namespace}"
+        canary_ready = await self._ready(primary=False)
+        if canary_ready:
+            serving = messages.canary_serves(target, self._status.image or "the new version")
+            try:
+                await self._set_routes(ALL_TO_CANARY)
+            except StepFailed as failure:
+                detail = f"cannot route to the canary: {failure.reason}"
+                unchanged = messages.traffic_unchanged(target)
+                raise PrimaryNotRestored(
+                    messages.primary_not_restored(target, detail, unchanged)
+                ) from None
+            await self._settle_routes()
+        else:
+            primary_ready = await self._ready(primary=True)
+            if primary_ready:
+                await self._set_routes(ALL_TO_PRIMARY)  # a canary that is not ready loses its share
+            serving = (
+                messages.primary_serves(target) if primary_ready else messages.nothing_ready(target)
+            )
+            if traits(self._canary).primary_replaced_in_place:
+                version = self._status.image or "the new version"
+                detail = (
+                    f"the canary is not ready to serve while {primary} restarts: it keeps {version}"
+                )
+                raise PrimaryNotRestored(messages.primary_not_restored(target, detail, serving))
+        if self._primary_snapshot is None:
+            detail = f"the template {primary} had before the rollout is unknown"
+            raise PrimaryNotRestored(messages.primary_not_restored(target, detail, serving))
+        self._event(messages.restoring_primary(target, primary))
+        request = contract.RestoreRequest(canary=self._canary, snapshot=self._primary_snapshot)
+        try:
+            await self._activity(
+                contract.RESTORE_PRIMARY, request, type(None), summary="restore the primary"
+            )
+        except StepFailed as failure:
+            detail = f"cannot restore {primary}: {failure.reason}"
+            raise PrimaryNotRestored(
+                messages.primary_not_restored(target, detail, serving)
+            ) from None
+        try:
+            await self._wait_ready(primary=True, abortable=False)
+        except NotReady as not_ready:
+            detail = f"{primary} is not ready with its previous template: {not_ready}"
+            if not canary_ready:
+                serving = messages.nothing_ready(target)
+            raise PrimaryNotRestored(
+                messages.primary_not_restored(target, detail, serving)
+            ) from None
+
+    async def _ready(self, primary: bool) -> bool:
+        """One readiness read; a workload that cannot be read is not ready."""
+        which = "primary" if primary else "canary"
+        try:
+            readiness = await self._activity(
+                contract.READINESS,
+                contract.ReadinessRequest(canary=self._canary, primary=primary),
+                contract.Readiness,
+                summary=f"is the {which} ready",
+            )
+        except StepFailed:
+            return False
+        return bool(readiness.ready)
+
     async def _promote_unchecked(self) -> None:
         """Promotion as rollouts started before SAFE_ROLLOUT run it."""
         target = self._canary.target
@@ -489,17 +598,23 @@ class CanaryWorkflow:
         self._event(messages.promotion_completed(target), kind=EventKind.PROMOTED)
 
     async def _roll_back(self, reason: str) -> None:
-        """Route everything to the primary and scale the canary down; never raises."""
+        """Route everything to the primary and scale the canary down; never raises. A primary
+        that took the new version first gets its previous template back (`_restore_primary`)."""
         target = self._canary.target
         if not any(event.message == reason for event in self._status.events):
             self._event(reason, warning=True, kind=EventKind.ROLLED_BACK)
         self._status = self._status.model_copy(update={"reason": reason})
         try:
+            if self._primary_replaced:
+                await self._restore_primary()
             await self._set_routes(ALL_TO_PRIMARY)
         except StepFailed as failure:
             # The canary keeps its share of traffic, so it keeps running too.
             message = f"Rollback of {target} incomplete: cannot route to the primary: "
             self._event(message + failure.reason, warning=True)
+        except PrimaryNotRestored as failure:
+            self._event(str(failure), warning=True, kind=EventKind.ROLLED_BACK)
+            self._status = self._status.model_copy(update={"reason": str(failure)})
         else:
             try:
                 if self._safe:
@@ -567,8 +682,9 @@ class CanaryWorkflow:
                 messages.rolling_back_deadline(self._canary.target, str(not_ready))
             ) from None
 
-    async def _wait_ready(self, primary: bool) -> None:
-        """Poll readiness until ready; NotReady past the progress deadline."""
+    async def _wait_ready(self, primary: bool, abortable: bool = True) -> None:
+        """Poll readiness until ready; NotReady past the progress deadline. An accepted abort
+        ends the wait (RollBack) unless it is not `abortable` (a rollback is under way)."""
         deadline = workflow.now() + timedelta(seconds=self._canary.spec.progress_deadline_seconds)
         poll = min(timedelta(seconds=self._canary.spec.analysis.interval), READY_POLL_MAX)
         which = "primary" if primary else "canary"
@@ -583,7 +699,8 @@ class CanaryWorkflow:
                 await self._set_routes(ALL_TO_PRIMARY)  # a canary that is not ready loses its share
             if workflow.now() >= deadline:
                 raise NotReady(readiness.message)
-            self._raise_if_aborted()
+            if abortable:
+                self._raise_if_aborted()
             await self._publish()
             await workflow.sleep(poll, summary=f"waiting for the {which} to be ready")
 

@@ -425,6 +425,101 @@ def test_promote_syncs_the_primary_autoscaler(seeded: ServedEmulator) -> None:
     assert copied["scaleTargetRef"]["name"] == "podinfo-primary"
 
 
+def test_restore_primary_gives_back_the_template_initialize_saw(seeded: ServedEmulator) -> None:
+    target = make_target(seeded)
+    state = target.initialize()
+    before = seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo-primary")
+    target.set_image(NEW_IMAGE)
+    canary = seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo")
+    canary["spec"]["minReadySeconds"] = 10
+    del canary["spec"]["revisionHistoryLimit"]
+    canary["spec"]["strategy"] = {"type": "Recreate"}
+    canary["spec"]["template"]["metadata"]["annotations"]["team"] = "web"
+    seeded.put(DEPLOYMENTS, canary)
+    target.promote()
+    promoted = seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo-primary")
+    assert promoted["spec"]["template"]["spec"]["containers"][0]["image"] == NEW_IMAGE
+    assert "revisionHistoryLimit" not in promoted["spec"]
+
+    assert state.primary_snapshot is not None
+    target.restore_primary(state.primary_snapshot)
+
+    restored = seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo-primary")
+    assert restored == before
+    spec = restored["spec"]
+    assert spec["template"]["spec"]["containers"][0]["image"] == IMAGE
+    assert spec["template"]["metadata"] == {
+        "labels": {"app": "podinfo-primary"},
+        "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9797"},
+    }
+    assert spec["minReadySeconds"] == 3
+    assert spec["revisionHistoryLimit"] == 5
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}}
+    assert spec["selector"] == {"matchLabels": {"app": "podinfo-primary"}}
+    assert restored["metadata"]["annotations"] == {REVISION_ANNOTATION: state.primary_revision}
+    # the canary keeps the new version; the next rollout sees the primary as it was
+    assert target.canary_revision() != state.primary_revision
+    again = target.initialize()
+    assert again.primary_revision == state.primary_revision
+    assert again.primary_snapshot == state.primary_snapshot
+
+
+def test_restore_primary_is_idempotent(seeded: ServedEmulator) -> None:
+    target = make_target(seeded)
+    state = target.initialize()
+    assert state.primary_snapshot is not None
+    target.set_image(NEW_IMAGE)
+    target.promote()
+    target.restore_primary(state.primary_snapshot)
+    restored = seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo-primary")
+    writes = seeded.writes()
+
+    target.restore_primary(state.primary_snapshot)
+
+    assert seeded.writes() == writes
+    assert seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo-primary") == restored
+
+
+def test_restore_primary_leaves_an_unannotated_primary_unannotated(
+    seeded: ServedEmulator,
+) -> None:
+    seeded.put(DEPLOYMENTS, podinfo_deployment(name="podinfo-primary", replicas=3))
+    target = make_target(seeded)
+    state = target.initialize()
+    assert state.primary_revision == ""
+    target.set_image(NEW_IMAGE)
+    target.promote()
+    promoted = seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo-primary")
+    assert REVISION_ANNOTATION in promoted["metadata"]["annotations"]
+
+    assert state.primary_snapshot is not None
+    target.restore_primary(state.primary_snapshot)
+
+    restored = seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo-primary")
+    assert REVISION_ANNOTATION not in (restored["metadata"].get("annotations") or {})
+    assert restored["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+    assert restored["spec"]["replicas"] == 3
+
+
+def test_restore_primary_refuses_an_unreadable_snapshot(seeded: ServedEmulator) -> None:
+    target = make_target(seeded)
+    target.initialize()
+    writes = seeded.writes()
+
+    with pytest.raises(
+        PermanentError,
+        match=r"^cannot restore deployment test/podinfo-primary: the saved template is unreadable",
+    ):
+        target.restore_primary('{"spec": {}}')
+    assert seeded.writes() == writes
+
+
+def test_restore_without_a_primary_is_permanent(seeded: ServedEmulator) -> None:
+    snapshot = '{"revision": "abc", "spec": {}}'
+    with pytest.raises(PermanentError, match=r"^deployment test/podinfo-primary not found$"):
+        make_target(seeded).restore_primary(snapshot)
+
+
 def test_promote_without_a_primary_is_permanent(seeded: ServedEmulator) -> None:
     with pytest.raises(PermanentError, match=r"^deployment test/podinfo-primary not found$"):
         make_target(seeded).promote()

@@ -193,6 +193,52 @@ def test_promote_restarts_the_primary_with_the_canary_image(make_target: MakeTar
     assert state.primary_revision == state.canary_revision == target.canary_revision()
 
 
+def test_restore_primary_restarts_it_with_the_image_it_ran_before(
+    make_target: MakeTarget,
+) -> None:
+    target = make_target()
+    state = target.initialize()
+    assert state.primary_snapshot == "v1"
+    target.set_image("v2")
+    target.scale_canary(1)
+    target.promote()
+    promoted = target.running(Role.PRIMARY)
+    assert promoted is not None and promoted.image == "v2"
+
+    assert state.primary_snapshot is not None
+    target.restore_primary(state.primary_snapshot)
+    restored = target.running(Role.PRIMARY)
+    assert restored is not None and restored.image == "v1" and restored.pid != promoted.pid
+    assert restored.revision == state.primary_revision
+    assert not pid_alive(promoted.pid)
+    wait_ready(target.primary_readiness)
+    assert version_at(target.settings.primary_port) == "v1"
+    canary = target.running(Role.CANARY)
+    assert canary is not None and canary.image == "v2"  # the canary is left alone
+    assert version_at(target.settings.canary_port) == "v2"
+
+    target.restore_primary(state.primary_snapshot)  # idempotent: it runs v1 already
+    assert target.running(Role.PRIMARY) == restored
+    again = target.initialize()
+    assert not again.created_primary
+    assert again.primary_revision == state.primary_revision
+    assert again.primary_snapshot == "v1"
+
+
+def test_restore_primary_starts_a_primary_that_is_not_running(make_target: MakeTarget) -> None:
+    target = make_target()
+    target.initialize()
+    target.set_image("v2")
+    target.promote()
+    target.shutdown()
+
+    target.restore_primary("v1")
+    primary = target.running(Role.PRIMARY)
+    assert primary is not None and primary.image == "v1"
+    wait_ready(target.primary_readiness)
+    assert version_at(target.settings.primary_port) == "v1"
+
+
 def test_state_survives_a_worker_restart(make_target: MakeTarget) -> None:
     """A second LocalTarget (a restarted or another worker) finds the running processes."""
     first = make_target()

@@ -19,7 +19,7 @@ from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
 from canary import contract
 from canary.decision import StepObservation
-from canary.spec import Canary
+from canary.spec import Canary, Webhook
 from canary.status import CanaryStatus, Phase
 from starter.verdict import final_status
 from tests.support.exporter import MetricsExporter
@@ -183,6 +183,43 @@ async def test_failing_rollout_leaves_the_primary_and_routes_everything_to_it(
     assert kube.get(DEPLOYMENTS, "broken", "podinfo")["spec"]["replicas"] == 0
     halts = [e.message for e in result.events if e.message.startswith("Halt")]
     assert halts == ["Halt podinfo.broken advancement success rate 70.00% < 99%"] * 2
+
+
+async def test_a_failed_promotion_step_gives_the_primary_its_old_template_back(
+    time_skipping_env: WorkflowEnvironment,
+    kube: ServedEmulator,
+    prometheus: RunningPrometheus,
+    receiver: Receiver,
+) -> None:
+    """stepWeightPromotion: the rollout hook fails once the primary runs the new version."""
+    seed(kube, "healthy")
+    old_image = image(kube, "healthy", "podinfo-primary")
+    spec = canary("healthy", receiver.url, prometheus.address)
+    analysis = spec.spec.analysis.model_copy(
+        update={
+            "step_weight_promotion": 50,
+            "webhooks": [Webhook(name="load-test", url=f"{receiver.url}/fail-while-promoting")],
+        }
+    )
+    spec = spec.model_copy(update={"spec": spec.spec.model_copy(update={"analysis": analysis})})
+
+    result = await roll_out(time_skipping_env, kube, spec)
+
+    assert result.phase == Phase.FAILED, result.events
+    assert result.reason == "Rolling back podinfo.healthy failed checks threshold reached 2"
+    messages = [event.message for event in result.events]
+    copied = messages.index("Copying podinfo.healthy template spec to podinfo-primary.healthy")
+    restoring = messages.index(
+        "Restoring podinfo-primary.healthy to its template from before the rollout of "
+        "podinfo.healthy"
+    )
+    assert copied < restoring
+    assert image(kube, "healthy", "podinfo-primary") == old_image
+    assert image(kube, "healthy", "podinfo") == NEW_IMAGE
+    assert routes(kube, "healthy") == {"podinfo-primary": 100, "podinfo-canary": 0}
+    assert kube.get(DEPLOYMENTS, "healthy", "podinfo")["spec"]["replicas"] == 0
+    phases = [body["phase"] for body in receiver.bodies]
+    assert phases.count("Promoting") == 2
 
 
 async def test_observe_reports_unreachable_metrics_and_hooks_as_observations(

@@ -158,6 +158,12 @@ def test_step_weights_variant() -> None:
     assert analysis.weights == [1, 2, 10, 80]
 
 
+def test_step_weight_promotion_loads() -> None:
+    loaded = loader.load_canary(edited({"spec.analysis.stepWeightPromotion": 25}))
+    assert loaded.warnings == []
+    assert loaded.canary.spec.analysis.step_weight_promotion == 25
+
+
 def test_spec_round_trips_through_yaml(podinfo: loader.LoadedCanary) -> None:
     written = podinfo.canary.model_dump(by_alias=True, mode="json", exclude_none=True)
     assert written["spec"]["analysis"]["interval"] == "1m"
@@ -460,6 +466,37 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
             },
             ["spec.analysis.stepWeights: must be strictly increasing"],
             id="stepWeights-order",
+        ),
+        pytest.param(
+            {"spec.analysis.stepWeightPromotion": 0},
+            ["spec.analysis.stepWeightPromotion: must be between 1 and 100 (got 0)"],
+            id="stepWeightPromotion-0",
+        ),
+        pytest.param(
+            {"spec.analysis.stepWeightPromotion": 101},
+            ["spec.analysis.stepWeightPromotion: must be between 1 and 100 (got 101)"],
+            id="stepWeightPromotion-101",
+        ),
+        pytest.param(
+            {"spec.analysis.stepWeightPromotion": "half"},
+            [
+                "spec.analysis.stepWeightPromotion: must be a valid integer, "
+                "unable to parse string as an integer"
+            ],
+            id="stepWeightPromotion-text",
+        ),
+        pytest.param(
+            {
+                "spec.analysis.stepWeight": DELETE,
+                "spec.analysis.maxWeight": DELETE,
+                "spec.analysis.iterations": 5,
+                "spec.analysis.stepWeightPromotion": 20,
+            },
+            [
+                "spec.analysis.stepWeightPromotion: only for the canary strategy (stepWeight or "
+                "stepWeights); with iterations the switch to the primary is at once"
+            ],
+            id="stepWeightPromotion-blue-green",
         ),
         pytest.param(
             {"spec.analysis.stepWeight": 60},

@@ -14,7 +14,8 @@ SLOW_SECONDS = 2.0
 
 class Receiver:
     """Answers by path: /ok 200, /accepted 202, /fail 500 with a long body, /slow 200 late,
-    /fail-twice 503 to its first two calls and 200 after."""
+    /fail-twice 503 to its first two calls and 200 after, /fail-while-promoting 500 to calls in
+    phase Promoting and 200 to the others."""
 
     def __init__(self) -> None:
         self.bodies: list[Any] = []
@@ -25,7 +26,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers["Content-Length"])
-                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                payload = json.loads(self.rfile.read(length))
+                receiver.bodies.append(payload)
                 receiver.content_types.append(self.headers["Content-Type"])
                 receiver.paths.append(self.path)
                 if self.path == "/slow":
@@ -38,6 +40,11 @@ class Receiver:
                     "/accepted": (202, b""),
                     "/fail": (500, b"load test failed: " + b"x" * 300),
                     "/slow": (200, b"late"),
+                    "/fail-while-promoting": (
+                        (500, b"fails while promoting")
+                        if payload.get("phase") == "Promoting"
+                        else (200, b"")
+                    ),
                 }[self.path]
                 try:
                     self.send_response(status)

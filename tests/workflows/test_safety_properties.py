@@ -10,7 +10,9 @@ step and the invariants are checked after each step:
    once;
 2. the canary is never scaled to zero while it holds traffic, nor while the primary is not ready;
 3. only the analysed revision is promoted (a person's promote skips the analysis, not the
-   revision check);
+   revision check); a primary that took the new version gets its old template back, and is
+   ready with it, before a rollback gives it the traffic (stepWeightPromotion's steps are
+   analysed and can roll back);
 4. the rollout ends Succeeded with everything on the new version, or Failed with everything on
    a ready workload; it never ends split or waits forever;
 5. failed checks never pass the threshold without a rollback.
@@ -117,6 +119,8 @@ class Case:
     threshold: int
     script: Script
     controls: tuple[Control, ...]
+    step_weight_promotion: int | None = None
+    """stepWeightPromotion, for the canary strategy."""
 
 
 def canary_for(case: Case) -> Canary:
@@ -129,6 +133,11 @@ def canary_for(case: Case) -> Canary:
             "interval": "1m",
             "threshold": case.threshold,
             **STRATEGIES[case.strategy],
+            **(
+                {"stepWeightPromotion": case.step_weight_promotion}
+                if case.step_weight_promotion is not None and case.strategy == "canary"
+                else {}
+            ),
             "metrics": [
                 {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
                 {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "1m"},
@@ -165,6 +174,8 @@ cases = st.builds(
         canary_ready=st.lists(st.sampled_from([True, True, False]), max_size=10).map(tuple),
         primary_ready=st.lists(st.booleans(), max_size=6).map(tuple),
         primary_never_ready=st.sampled_from([False, False, False, True]),
+        restored_ready=st.lists(st.booleans(), max_size=3).map(tuple),
+        restored_never_ready=st.sampled_from([False, False, False, True]),
         success_rates=st.lists(st.sampled_from([HEALTHY, HEALTHY, 50.0, None]), max_size=8).map(
             tuple
         ),
@@ -178,6 +189,7 @@ cases = st.builds(
         ),
         max_size=3,
     ).map(tuple),
+    step_weight_promotion=st.sampled_from([None, 30, 50, 100]),
 )
 
 
@@ -241,6 +253,8 @@ def check_invariants(case: Case, outcome: Outcome) -> None:
     canary_ok = False
     primary_ok = True
     evaluated: list[Entry] = []
+    replaced = False
+    """The primary runs the new version (and was not given its old template back)."""
     log = world.log
     for index, entry in enumerate(log):
         where = f"step {index} of {[e.what for e in log]}"
@@ -248,7 +262,9 @@ def check_invariants(case: Case, outcome: Outcome) -> None:
             canary_ok = entry.ready
             if not entry.ready and (canary > 0 or mirror):
                 later = log[index + 1 :]
-                pulled = next((e for e in later if e.what not in ("canary-ready", "observe")), None)
+                # readiness reads (which workload can take the traffic) may come first
+                reads = ("canary-ready", "observe", "primary-ready", "restore")
+                pulled = next((e for e in later if e.what not in reads), None)
                 nothing_ready = "neither the primary nor the canary" in (status.reason or "")
                 assert nothing_ready or (
                     pulled is not None and pulled.what == "routes" and pulled.canary == 0
@@ -267,7 +283,15 @@ def check_invariants(case: Case, outcome: Outcome) -> None:
                 evaluated = []  # a new revision: its analysis starts over
             if entry.ready:
                 evaluated.append(entry)
+        elif entry.what == "restore":
+            assert replaced, f"restored a primary that was never replaced at {where}"
+            assert entry.revision == "r0", f"restored {entry.revision}, not r0, at {where}"
+            if world.in_place:
+                assert primary == 0, f"the primary was restored while it had traffic at {where}"
+            primary_ok = False
+            replaced = False
         elif entry.what == "promote" and entry.copied:
+            replaced = True
             if world.in_place:
                 primary_ok = False
                 assert primary == 0, f"the primary was replaced while it had traffic at {where}"
@@ -292,10 +316,14 @@ def check_invariants(case: Case, outcome: Outcome) -> None:
         assert not (primary_ok or canary_ok), f"a ready workload was left out: {status.reason}"
     elif (primary, canary, mirror) == (100, 0, False):
         assert primary_ok, "Failed with all traffic on a primary that is not ready"
-        assert world.primary_revision == "r0" or world.primary_revision == status.revision
+        kept = "keeps" in (status.reason or "")
+        assert kept or not replaced, f"the new primary serves after a rollback: {status.reason}"
+        if not replaced:
+            assert world.primary_revision == "r0"
     elif (primary, canary) == (0, 100):
         assert canary_ok, "Failed with all traffic on a canary that is not ready"
-        assert status.reason is not None and status.reason.startswith("Promotion of")
+        assert status.reason is not None
+        assert status.reason.startswith(("Promotion of", "Rollback of"))
     else:
         raise AssertionError(f"Failed with traffic split {primary}/{canary}: {status.reason}")
 
@@ -310,4 +338,54 @@ def check_invariants(case: Case, outcome: Outcome) -> None:
 )
 @given(case=cases)
 def test_every_rollout_keeps_the_safety_invariants(rollouts: Rollouts, case: Case) -> None:
+    check_invariants(case, rollouts.run(roll_out(rollouts, case)))
+
+
+def healthy_first(count: int, tail: st.SearchStrategy[list[Any]]) -> st.SearchStrategy[Any]:
+    """`count` healthy answers, then `tail`: the analysis passes, the promotion steps vary."""
+    return tail.map(lambda answers: (*([HEALTHY] * count), *answers))
+
+
+promotions_in_steps = st.builds(
+    Case,
+    strategy=st.just("canary"),
+    kind=st.sampled_from(["Deployment", LOCAL_KIND]),
+    threshold=st.integers(min_value=1, max_value=2),
+    script=st.builds(
+        Script,
+        canary_ready=st.lists(st.sampled_from([True, True, False]), max_size=6).map(
+            lambda answers: (*([True] * 5), *answers)
+        ),
+        primary_ready=st.lists(st.booleans(), max_size=3).map(tuple),
+        restored_ready=st.lists(st.booleans(), max_size=4).map(tuple),
+        restored_never_ready=st.sampled_from([False, False, True]),
+        success_rates=healthy_first(
+            3, st.lists(st.sampled_from([HEALTHY, HEALTHY, 50.0, None]), max_size=5)
+        ),
+        new_revision_at=st.frozensets(st.integers(min_value=3, max_value=8), max_size=1),
+    ),
+    controls=st.lists(
+        st.builds(
+            Control,
+            after_seconds=st.integers(min_value=150, max_value=500),
+            action=st.sampled_from(["pause", "resume", "abort"]),
+        ),
+        max_size=2,
+    ).map(tuple),
+    step_weight_promotion=st.sampled_from([25, 30, 50]),
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[Phase_.explicit, Phase_.reuse, Phase_.generate],
+)
+@given(case=promotions_in_steps)
+def test_promotions_in_steps_keep_the_safety_invariants(rollouts: Rollouts, case: Case) -> None:
+    """stepWeightPromotion: the analysis goes on while the traffic moves back to the new
+    primary, so failures there roll back after the primary was replaced."""
     check_invariants(case, rollouts.run(roll_out(rollouts, case)))

@@ -28,6 +28,10 @@ class Script:
     """One answer per primary readiness read after the primary took the new version."""
     primary_never_ready: bool = False
     """Past `primary_ready`: the new primary never gets ready."""
+    restored_ready: tuple[bool, ...] = ()
+    """One answer per primary readiness read after the primary got its old template back."""
+    restored_never_ready: bool = False
+    """Past `restored_ready`: the restored primary never gets ready."""
     success_rates: tuple[float | None, ...] = ()
     """One request-success-rate per analysis step that reads metrics (None: no values)."""
     new_revision_at: frozenset[int] = frozenset()
@@ -37,7 +41,7 @@ class Script:
 @dataclass
 class Entry:
     what: str
-    """`canary-ready`, `primary-ready`, `routes`, `scale`, `observe`, `promote`."""
+    """`canary-ready`, `primary-ready`, `routes`, `scale`, `observe`, `promote`, `restore`."""
     ready: bool = False
     primary: int = 100
     canary: int = 0
@@ -60,6 +64,9 @@ class World:
     canary_answers: int = 0
     primary_answers: int = 0
     primary_replaced: bool = False
+    restored: list[str] = field(default_factory=list)
+    """The revisions `restore_primary` gave the primary back."""
+    restored_answers: int = 0
 
     def next_canary_ready(self) -> bool:
         answers = self.script.canary_ready
@@ -69,7 +76,14 @@ class World:
         return ready
 
     def next_primary_ready(self) -> bool:
-        if not self.primary_replaced:
+        if self.restored:
+            answers = self.script.restored_ready
+            if self.restored_answers < len(answers):
+                ready = answers[self.restored_answers]
+            else:
+                ready = not self.script.restored_never_ready
+            self.restored_answers += 1
+        elif not self.primary_replaced:
             ready = True
         else:
             answers = self.script.primary_ready
@@ -102,6 +116,7 @@ class ScriptedPlatform:
             self.scale_canary,
             self.readiness,
             self.promote_primary,
+            self.restore_primary,
             self.set_routes,
             self.observe,
             self.call_webhooks,
@@ -121,6 +136,7 @@ class ScriptedPlatform:
             created_primary=False,
             canary_revision=world.canary_revision,
             primary_revision=world.primary_revision,
+            primary_snapshot=world.primary_revision,
         )
 
     @activity.defn(name=contract.SET_CANARY_IMAGE)
@@ -149,6 +165,13 @@ class ScriptedPlatform:
             world.primary_replaced = True
         world.log.append(Entry("promote", revision=found, copied=copied))
         return contract.Promotion(copied=copied, canary_revision=found)
+
+    @activity.defn(name=contract.RESTORE_PRIMARY)
+    async def restore_primary(self, request: contract.RestoreRequest) -> None:
+        world = self._world()
+        world.primary_revision = request.snapshot
+        world.restored.append(request.snapshot)
+        world.log.append(Entry("restore", revision=request.snapshot))
 
     @activity.defn(name=contract.SET_ROUTES)
     async def set_routes(self, request: contract.RoutesRequest) -> None:
