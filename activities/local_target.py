@@ -376,16 +376,23 @@ class LocalTarget:
         self._write(role, state)
         deadline = time.monotonic() + START_SETTLE_SECONDS
         while time.monotonic() < deadline and not _listening(port):
-            status = child.poll()
-            if status is not None:
-                _children.pop(child.pid, None)
-                self._write(role, state.model_copy(update={"process": None}))
-                raise errors.PermanentError(
-                    f"the {self._subject(role)} exited at once with status {status}: "
-                    f"{shlex.join(argv)}; {_log_tail(log_path)}"
-                )
+            self._raise_if_exited(role, state)
             time.sleep(0.05)
         return state
+
+    def _raise_if_exited(self, role: Role, state: SideState) -> None:
+        """PermanentError when the process this worker just started has already exited (bad
+        arguments, a port taken): retrying would start it to fail again."""
+        process = state.process
+        child = _children.get(process.pid) if process is not None else None
+        if process is None or child is None or (status := child.poll()) is None:
+            return
+        _children.pop(child.pid, None)
+        self._write(role, state.model_copy(update={"process": None}))
+        raise errors.PermanentError(
+            f"the {self._subject(role)} exited at once with status {status}: "
+            f"{shlex.join(process.argv)}; {_log_tail(self._log_path(role))}"
+        )
 
     def _stop(self, role: Role, state: SideState) -> SideState:
         """Stop the recorded process (SIGTERM, then SIGKILL) and forget it; no-op if none."""
@@ -406,6 +413,8 @@ class LocalTarget:
         while time.monotonic() < deadline:
             if self._check(role, state).ready:
                 return
+            # a slow machine may take longer than START_SETTLE_SECONDS to show an early exit
+            self._raise_if_exited(role, state)
             time.sleep(0.1)
 
     def _readiness(self, role: Role) -> Readiness:

@@ -261,10 +261,10 @@ def promotion_step(
         return Decision(action=Action.WAIT, status=status)
     if not _routed_to_canary(status):
         return Decision(action=Action.PROMOTE, status=status, routes=ALL_TO_PRIMARY)
-    metric_statuses, failure = _evaluate(canary, observation)
+    metric_statuses, failure, muted = _evaluate(canary, observation)
     status = status.model_copy(update={"metrics": metric_statuses})
     if failure is not None:
-        return failed_check(canary, status, failure, now)
+        return failed_check(canary, status, failure, now, alert=not muted)
     step = canary.spec.analysis.step_weight_promotion or 100
     primary = min(100, status.primary_weight + step)
     routes = Routes(primary_weight=primary, canary_weight=100 - primary)

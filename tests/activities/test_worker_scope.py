@@ -27,6 +27,7 @@ from canary import contract
 from canary.decision import ALL_TO_PRIMARY
 from canary.spec import Canary, Severity
 from canary.status import Phase
+from starter.verdict import final_status
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
 from tests.support.net import free_port
 from worker.main import ACTIVITY_THREADS, build_worker
@@ -144,12 +145,13 @@ async def test_a_refused_local_rollout_ends_failed_naming_the_flag(
         async with build_worker(
             time_skipping_env.client, [*rollout.all(), *notify.all()], executor, task_queue=queue
         ):
-            status = await time_skipping_env.client.execute_workflow(
+            handle = await time_skipping_env.client.start_workflow(
                 CanaryWorkflow.run,
                 contract.RolloutRequest(canary=canary, image="v2"),
                 id=f"{canary.workflow_id}-{uuid.uuid4()}",
                 task_queue=queue,
             )
+            status = await final_status(handle)
     assert status.phase == Phase.FAILED
     assert any("--allow-local-targets" in event.message for event in status.events), [
         event.message for event in status.events
