@@ -44,7 +44,8 @@ async def test_history_tells_who_did_what_and_what_each_step_saw(
     tmp_path: Path,
 ) -> None:
     client = dev_server_env.client
-    path = spec_file(tmp_path, "storied", interval="2s")
+    # 19 steps of 2s: the rollout cannot end before the promote below reaches it
+    path = spec_file(tmp_path, "storied", interval="2s", stepWeight=5, maxWeight=95)
     started = await coalmine(
         "--identity", "ci-bot", "start", "-f", str(path), "--image", "v2", "--json", address=address
     )
@@ -104,7 +105,7 @@ async def test_history_tells_who_did_what_and_what_each_step_saw(
     steps = [entry for entry in entries if entry["kind"] == "analysis"]
     assert kinds.index("analysis") < pause, "a step before the pause"
     assert "analysis" in kinds[resume:], "a step after the resume"
-    assert [step["step"] for step in steps] == [f"{n}/5" for n in range(1, len(steps) + 1)]
+    assert [step["step"] for step in steps] == [f"{n}/19" for n in range(1, len(steps) + 1)]
     for step in steps:
         values = {metric["name"]: metric["value"] for metric in step["metrics"]}
         assert values == {"request-success-rate": 99.9, "request-duration": 120.0}
@@ -124,7 +125,7 @@ async def test_history_tells_who_did_what_and_what_each_step_saw(
     analysis = [line for line in lines if line.split()[1] == "analysis"]
     assert len(analysis) == len(steps)
     assert analysis[0].endswith(
-        "step 1/5: request-success-rate 99.90 (>= 99) passed; "
+        "step 1/19: request-success-rate 99.90 (>= 99) passed; "
         "request-duration 120.00 (<= 500) passed"
     )
 
