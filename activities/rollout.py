@@ -148,10 +148,12 @@ class RolloutActivities:
         rollback_gates = [
             await _call(canary, hook, request.phase, request.checksum)
             for hook in analysis.webhooks_of(WebhookType.ROLLBACK)
+            if not request.canary_only
         ]
         ready, readiness, revision = await asyncio.to_thread(self._canary_state, canary)
         if (
-            any(gate.ok for gate in rollback_gates)
+            request.canary_only
+            or any(gate.ok for gate in rollback_gates)
             or not ready
             or (request.checksum and revision != request.checksum)
         ):

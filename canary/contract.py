@@ -118,6 +118,8 @@ class ObserveRequest(BaseModel):
     canary: Canary
     phase: Phase
     checksum: str = ""
+    canary_only: bool = False
+    """Only the canary's readiness and revision (a paused rollout): no hook, no metric."""
 
 
 class SupersedeRequest(BaseModel):

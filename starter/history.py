@@ -239,7 +239,8 @@ async def _observation(
     [data] = await converter.decode(marker.details["data"].payloads)
     if not isinstance(data, dict) or data.get("activity_type") != contract.OBSERVE:
         return None
-    step = await _step_label(event, converter) or str(number)
+    label = await _step_label(event, converter)
+    step = label or str(number)
     if marker.HasField("failure") or "result" not in marker.details:
         message = marker.failure.message or "no result recorded"
         return Entry(
@@ -255,6 +256,12 @@ async def _observation(
         message = f"step {step}: observation not readable: {error}"
         return Entry(time=when, kind=EntryKind.ANALYSIS, step=step, warning=True, message=message)
     assert isinstance(observation, StepObservation)
+    checked_only = not (observation.metrics or observation.webhooks or observation.traffic_gates)
+    if label is None and checked_only and observation.canary_ready:
+        return None  # a paused rollout's readiness check that found nothing wrong
+    if not observation.canary_ready:
+        message = f"step {step}: canary not ready: {observation.canary_readiness}"
+        return Entry(time=when, kind=EntryKind.ANALYSIS, step=step, warning=True, message=message)
     # the same pure judgement the workflow made, for each metric's outcome
     metrics = judge(canary, CanaryStatus(), observation, when).status.metrics
     parts = [_metric_text(metric) for metric in metrics]

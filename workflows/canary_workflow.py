@@ -388,13 +388,14 @@ class CanaryWorkflow:
                 return
             step += 1
 
-    async def _observe(self, summary: str) -> StepObservation:
+    async def _observe(self, summary: str, canary_only: bool = False) -> StepObservation:
         observation: StepObservation = await self._local_activity(
             contract.OBSERVE,
             contract.ObserveRequest(
                 canary=self._canary,
                 phase=self._status.phase,
                 checksum=self._status.revision or "",
+                canary_only=canary_only,
             ),
             StepObservation,
             timeout=self._observe_timeout(),
@@ -723,7 +724,29 @@ class CanaryWorkflow:
             if self._promote_requested or self._new_image is not None:
                 return
             await self._publish()
-            await workflow.wait_condition(lambda: self._interrupted or not self._status.paused)
+            await self._while_paused(interval)
+
+    async def _while_paused(self, interval: timedelta) -> None:
+        """Hold while paused. A pause stops the analysis, not the safety checks: while the
+        canary has traffic, its readiness and revision are still read every interval, so a
+        canary that stops being ready loses its share (rollouts before SAFE_ROLLOUT just hold)."""
+
+        def resumed() -> bool:
+            return self._interrupted or not self._status.paused
+
+        if not self._safe:
+            await workflow.wait_condition(resumed)
+            return
+        while not resumed():
+            try:
+                await workflow.wait_condition(
+                    resumed, timeout=interval, timeout_summary="paused: checking the canary"
+                )
+            except TimeoutError:
+                if self._status.canary_weight > 0 or self._status.mirror:
+                    observation = await self._observe("paused: is the canary ready", True)
+                    now = workflow.now()
+                    await self._apply(decide(self._canary, self._status, observation, now))
 
     async def _settle_routes(self) -> None:
         """Give the router time to apply new weights before a workload that lost them stops."""

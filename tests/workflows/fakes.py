@@ -49,6 +49,8 @@ class FakePlatform:
     observed_weights: list[int] = field(default_factory=list)
     notifications: list[contract.Notification] = field(default_factory=list)
     promotions: int = 0
+    canary_checks: int = 0
+    """Readiness-only observations (while paused)."""
     canary_revision: str | None = None
     """What the canary runs now (set_canary_image sets it); None: the primary's revision."""
     task_queue: str = field(default_factory=lambda: f"test-{uuid.uuid4()}")
@@ -109,6 +111,10 @@ class FakePlatform:
 
     @activity.defn(name=contract.OBSERVE)
     async def observe(self, request: contract.ObserveRequest) -> StepObservation:
+        revision = self.canary_revision or self.primary_revision
+        if request.canary_only:
+            self.canary_checks += 1
+            return StepObservation(canary_ready=self.canary_ready, canary_revision=revision)
         weight = self._weight()
         self.observed_weights.append(weight)
         analysis = request.canary.spec.analysis

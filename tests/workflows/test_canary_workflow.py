@@ -256,3 +256,26 @@ async def test_no_new_revision_ends_at_once_without_touching_the_canary(
     assert platform.scales == []
     assert weights(platform.routes) == [(100, 0)]
     assert platform.notifications == []
+
+
+async def test_a_paused_rollout_still_pulls_traffic_from_a_canary_that_stops_being_ready(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    platform = FakePlatform()
+    async with running_worker(time_skipping_env, platform):
+        handle = await start(time_skipping_env, platform, canary_spec())
+        await wait_for(time_skipping_env, handle, lambda s: s.canary_weight == 20)
+        await handle.signal(CanaryWorkflow.pause, contract.ControlRequest(reason="lunch"))
+        await wait_for(time_skipping_env, handle, lambda s: s.paused)
+        observed = len(platform.observed_weights)
+        await time_skipping_env.sleep(INTERVAL * 2)
+        assert platform.canary_checks >= 1
+        assert weights(platform.routes)[-1] == (80, 20)
+        platform.canary_ready = False
+        status = await wait_for(time_skipping_env, handle, lambda s: s.canary_weight == 0)
+        assert status.paused
+        assert weights(platform.routes)[-1] == (100, 0)
+        assert len(platform.observed_weights) == observed, "no analysis step while paused"
+        await handle.execute_update(CanaryWorkflow.abort, contract.ControlRequest(reason="done"))
+        await final_status(handle)
+    assert any("canary not ready" in message for message in messages(status))

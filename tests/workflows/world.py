@@ -194,7 +194,7 @@ class ScriptedPlatform:
             world.change_template()
         ready = world.next_canary_ready()
         revision = world.canary_revision
-        if not ready or revision != request.checksum:
+        if request.canary_only or not ready or revision != request.checksum:
             world.log.append(Entry("observe", ready=ready, revision=revision))
             return StepObservation(
                 canary_ready=ready, canary_readiness="0 of 2 ready", canary_revision=revision
