@@ -241,14 +241,17 @@ class KubernetesTarget:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def _config_digest(self, kind: str, name: str) -> str:
-        resource = CONFIG_MAP if kind == "ConfigMap" else SECRET
-        read = (
-            self._core.read_namespaced_config_map
-            if kind == "ConfigMap"
-            else self._core.read_namespaced_secret
-        )
-        with kube_client.api_errors("get", resource, self.namespace, name):
-            found = kube_client.read_optional(lambda: read(name, self.namespace))
+        found: pydantic.BaseModel | None
+        if kind == "ConfigMap":
+            with kube_client.api_errors("get", CONFIG_MAP, self.namespace, name):
+                found = kube_client.read_optional(
+                    lambda: self._core.read_namespaced_config_map(name, self.namespace)
+                )
+        else:
+            with kube_client.api_errors("get", SECRET, self.namespace, name):
+                found = kube_client.read_optional(
+                    lambda: self._core.read_namespaced_secret(name, self.namespace)
+                )
         if found is None:
             return "absent"
         body = _as_dict(found)

@@ -13,14 +13,15 @@ class TargetTraits:
     update keeps the primary available instead."""
     route_settle_seconds: float
     """How long a workload that just lost its traffic keeps running before it is stopped, so
-    the router applies the new weights first (Traefik reloads its file in well under a second).
+    the router applies the new weights first (Traefik reloads its file in well under a second,
+    and within a few seconds on a machine whose cores are busy).
     Zero for Deployments: Kubernetes takes a terminating pod out of the endpoints and gives it
     its termination grace period to drain."""
 
 
 TRAITS = {
     "Deployment": TargetTraits(primary_replaced_in_place=False, route_settle_seconds=0.0),
-    LOCAL_KIND: TargetTraits(primary_replaced_in_place=True, route_settle_seconds=1.5),
+    LOCAL_KIND: TargetTraits(primary_replaced_in_place=True, route_settle_seconds=3.0),
 }
 
 

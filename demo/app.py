@@ -42,6 +42,9 @@ class ErrorPattern:
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
+    """socketserver's default backlog of 5 refuses connections (Traefik answers 502) as soon
+    as a busy machine is slow to accept them under load."""
 
     def __init__(
         self,

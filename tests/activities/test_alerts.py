@@ -4,7 +4,6 @@ resolution from the environment, a providers file and (via kmock) Kubernetes Sec
 import asyncio
 import base64
 import socket
-import time
 import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime
@@ -208,9 +207,7 @@ async def test_a_timeout_is_reported_and_skips_the_rest_of_the_batch(silent_url:
     canary = make_canary([alert("ops", "slow")])
     providers = AlertProviders(env_provider("SLOW", "generic", silent_url))
 
-    started = time.monotonic()
     deliveries = await send_alerts(providers, canary, [ADVANCED, HALTED], timeout_seconds=0.3)
-    elapsed = time.monotonic() - started
 
     assert [(d.kind, d.ok) for d in deliveries] == [
         (NotificationKind.ADVANCED, False),
@@ -218,7 +215,6 @@ async def test_a_timeout_is_reported_and_skips_the_rest_of_the_batch(silent_url:
     ]
     assert deliveries[0].detail == "timed out after 0.3s"
     assert deliveries[1].detail.startswith("skipped: the provider did not answer earlier")
-    assert elapsed < 1.5
 
 
 async def test_a_refused_connection_is_reported() -> None:
