@@ -23,19 +23,10 @@ from pydantic.alias_generators import to_camel
 
 from canary import durations
 
-ROUTERS = ("istio", "traefik", "kubernetes")
-"""Routers coalmine implements; `kubernetes` means no traffic router (blue/green only)."""
-
-TARGET_KINDS = ("Deployment", "LocalProcess")
 LOCAL_KIND = "LocalProcess"
 
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
-ROUTER_BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
-    "istio": BUILTIN_METRICS,
-    "traefik": BUILTIN_METRICS,
-    "kubernetes": (),
-}
-"""The built-in checks each router has a query for; `kubernetes` routes nothing, so has none."""
+"""Checks that need no query: each router's query for them is in `canary.providers`."""
 
 QUERY_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 """A placeholder in a custom query, `{{ namespace }}`; its name is the stripped group 1."""
@@ -141,6 +132,8 @@ class Metric(SpecModel):
     template_variables: dict[str, str] = Field(default_factory=dict)
     metrics_server: str | None = None
     """Prometheus address from the metric's MetricTemplate, when it names one."""
+    metrics_provider: str = "prometheus"
+    """The metrics provider to ask: the MetricTemplate's `spec.provider.type`."""
 
     @property
     def builtin(self) -> bool:
@@ -276,7 +269,9 @@ class Traefik(SpecModel):
 
 
 class CanarySpec(SpecModel):
-    provider: str = "istio"
+    provider: str | None = None
+    """The router; the loader fills in its default (`--mesh-provider`), so only an input
+    written by another Temporal client lacks it, and then the worker's default applies."""
     target_ref: ObjectRef
     autoscaler_ref: ObjectRef | None = None
     ingress_ref: RouteRef | None = None

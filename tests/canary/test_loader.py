@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from canary import loader
+from canary import loader, providers
 from canary.spec import Canary, Strategy, WebhookType
 
 SPECS = Path(__file__).parent / "specs"
@@ -1181,3 +1181,104 @@ def test_a_custom_metric_with_provider_kubernetes_loads() -> None:
         }
     )
     assert load(text).canary.spec.analysis.metrics[0].query is not None
+
+
+# -- what the router can do (canary.providers) -------------------------------------------------
+
+
+AB_TESTING = {**NO_WEIGHTS, "spec.analysis.iterations": 5}
+
+
+@pytest.mark.parametrize(
+    ("doc", "match", "expected"),
+    [
+        pytest.param(
+            "demo",
+            [{"sourceLabels": {"app": "frontend"}}],
+            "spec.analysis.match[0].sourceLabels: provider 'traefik' cannot match on it "
+            "(it matches headers, method, queryParams, uri)",
+            id="traefik-sourceLabels",
+        ),
+        pytest.param(
+            "demo",
+            [{"uri": {"suffix": ".html"}}],
+            "spec.analysis.match[0].uri: provider 'traefik' takes one of exact, prefix, regex here",
+            id="traefik-uri-suffix",
+        ),
+        pytest.param(
+            "demo",
+            [{"method": {"exact": "GET"}, "headers": {"x-canary": "yes"}}],
+            "spec.analysis.match[0].headers.x-canary: provider 'traefik' takes one of exact, "
+            "prefix, regex, suffix here",
+            id="traefik-header-without-kind",
+        ),
+        pytest.param(
+            "podinfo",
+            [{"headers": {"x-canary": {"exact": "1"}}}, {"cookies": {"exact": "canary"}}],
+            "spec.analysis.match[1].cookies: provider 'istio' cannot match on it (it matches "
+            + ", ".join(sorted(providers.ISTIO_MATCH_FIELDS))
+            + ")",
+            id="istio-unknown-field",
+        ),
+    ],
+)
+def test_a_match_the_router_cannot_apply_is_refused(
+    doc: str, match: list[dict[str, Any]], expected: str
+) -> None:
+    base = demo_doc() if doc == "demo" else podinfo_doc()
+    edits = {**AB_TESTING, "spec.analysis.match": match}
+    assert problems_of(edited(edits, base)) == [expected]
+
+
+@pytest.mark.parametrize("doc", ["demo", "podinfo"])
+def test_header_cookie_and_query_matches_load_on_routers_that_apply_them(doc: str) -> None:
+    match = [
+        {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}},
+        {"queryParams": {"canary": {"exact": "yes"}}},
+    ]
+    base = demo_doc() if doc == "demo" else podinfo_doc()
+    canary = load(edited({**AB_TESTING, "spec.analysis.match": match}, base)).canary
+    assert canary.spec.analysis.strategy == Strategy.AB_TESTING
+    assert canary.spec.analysis.match == match
+
+
+def test_a_canary_without_provider_gets_the_default_provider() -> None:
+    text = edited({"spec.provider": DELETE})
+    assert load(text).canary.spec.provider == "istio"
+    assert load(text).default_provider
+    assert not load(edited({})).default_provider
+
+    blue_green = edited({"spec.provider": DELETE, **AB_TESTING, "spec.analysis.metrics": []})
+    loaded = loader.load_canary(blue_green, SOURCE, default_provider="kubernetes")
+    assert loaded.canary.spec.provider == "kubernetes"
+    assert problems_of_default(edited({"spec.provider": DELETE}), "kubernetes") == [
+        "spec.analysis.stepWeight: provider 'kubernetes' has no traffic router; "
+        "use iterations (blue/green)",
+        "spec.analysis.metrics[0]: built-in metric 'request-success-rate' has no query for "
+        "provider 'kubernetes' (it routes no traffic to measure); give the metric a query "
+        "or templateRef",
+        "spec.analysis.metrics[1]: built-in metric 'request-duration' has no query for "
+        "provider 'kubernetes' (it routes no traffic to measure); give the metric a query "
+        "or templateRef",
+    ]
+
+
+def problems_of_default(text: str, default_provider: str) -> list[str]:
+    with pytest.raises(loader.SpecError) as raised:
+        loader.load_canary(text, SOURCE, default_provider=default_provider)
+    return raised.value.problems
+
+
+def test_a_metric_template_names_its_metrics_provider() -> None:
+    canary = load(read("podinfo-metric-template.yaml")).canary
+    from_template = [m for m in canary.spec.analysis.metrics if m.template_ref is not None]
+    assert from_template
+    assert {metric.metrics_provider for metric in from_template} == {"prometheus"}
+
+
+def test_an_unknown_metrics_provider_written_on_a_metric_is_refused() -> None:
+    problems = problems_of(edited({"spec.analysis.metrics[0].metricsProvider": "datadog"}))
+    assert problems == [
+        "spec.analysis.metrics[0].metricsProvider: unknown metrics provider 'datadog' "
+        "(supported: prometheus)"
+    ]
