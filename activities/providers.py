@@ -12,6 +12,7 @@ import httpx
 import kubernetes
 
 from activities import errors
+from activities.gatewayapi_router import GatewayAPIRouter, GatewaySettings
 from activities.istio_router import IstioRouter, IstioSettings
 from activities.kubernetes_target import KubernetesTarget, ServiceSettings
 from activities.local_target import LocalTarget
@@ -151,6 +152,25 @@ def _istio_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
     )
 
 
+def _gatewayapi_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
+    scope.require_namespace(canary.metadata.namespace)
+    service = canary.spec.service
+    return GatewayAPIRouter(
+        api(),
+        canary.metadata.namespace,
+        GatewaySettings(
+            service=service.name or canary.spec.target_ref.name,
+            port=service.port,
+            version=str(canary.spec.provider).partition(":")[2],
+            parent_refs=tuple(
+                ref.model_dump(by_alias=True, exclude_none=True) for ref in service.gateway_refs
+            ),
+            hostnames=tuple(service.hosts),
+            match=tuple(canary.spec.analysis.match),
+        ),
+    )
+
+
 def _traefik_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
     scope.require_local("spec.provider", "the traefik file router")
     if canary.spec.traefik is not None:
@@ -172,6 +192,7 @@ ROUTERS: Mapping[str, Callable[[Canary, KubeApi, WorkerScope], Router]] = {
     "istio": _istio_router,
     "traefik": _traefik_router,
     "kubernetes": _no_router,
+    "gatewayapi": _gatewayapi_router,
 }
 """Provider name -> builder; one per entry of `canary.providers.ROUTERS`."""
 

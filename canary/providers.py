@@ -114,6 +114,29 @@ as it is, and Istio checks it."""
 NAMED_MATCH_FIELDS = ("headers", "queryParams", "withoutHeaders")
 """Match fields that map names to conditions; the others are one condition."""
 
+_HTTP_SELECTOR = (
+    'kubernetes_namespace="{{ namespace }}", '
+    'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+)
+"""The canary's pods (`<target>-<replicaset hash>-<pod>`; the primary's have one more part)."""
+_HTTP_METRICS = {
+    "request-success-rate": (
+        "sum(rate(http_request_duration_seconds_count{"
+        + _HTTP_SELECTOR
+        + ', status!~"5.*"}[{{ interval }}]))'
+        + " / sum(rate(http_request_duration_seconds_count{"
+        + _HTTP_SELECTOR
+        + "}[{{ interval }}])) * 100"
+    ),
+    "request-duration": (
+        "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{"
+        + _HTTP_SELECTOR
+        + "}[{{ interval }}]))) * 1000"
+    ),
+}
+"""What the workload itself reports (Flagger's observer for Gateway API): the percent of
+non-5xx requests, and the p99 of its request durations in milliseconds."""
+
 ROUTERS: Mapping[str, RouterCapabilities] = {
     "istio": RouterCapabilities(
         target_kinds=(DEPLOYMENT_KIND,),
@@ -137,6 +160,20 @@ ROUTERS: Mapping[str, RouterCapabilities] = {
         builtin_metrics=_TRAEFIK_METRICS,
     ),
     "kubernetes": RouterCapabilities(target_kinds=(DEPLOYMENT_KIND,), weights=False),
+    "gatewayapi": RouterCapabilities(
+        target_kinds=(DEPLOYMENT_KIND,),
+        weights=True,
+        match_fields={
+            "headers": frozenset({"exact", "regex"}),
+            "queryParams": frozenset({"exact", "regex"}),
+            "uri": frozenset({"exact", "prefix", "regex"}),
+            "method": frozenset({"exact"}),
+        },
+        cookie_match=True,
+        builtin_metrics=_HTTP_METRICS,
+        versions=("v1", "v1beta1"),
+        required_service_fields=("gatewayRefs",),
+    ),
 }
 """Routers coalmine implements; `kubernetes` means no traffic router (blue/green only), so
 it has nothing to measure either."""
@@ -151,7 +188,6 @@ FLAGGER_ONLY_PROVIDERS = (
     "osm",
     "kuma",
     "apisix",
-    "gatewayapi",
     "knative",
     "smi",
     "supergloo",

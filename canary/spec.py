@@ -105,8 +105,9 @@ class ObjectRef(SpecModel):
 
 
 class RouteRef(SpecModel):
-    """Flagger's `ingressRef` / `routeRef`: coalmine routes no Ingress or HTTPRoute, but custom
-    queries can name them as `{{ ingress }}` and `{{ route }}`."""
+    """Flagger's `ingressRef` / `routeRef`: coalmine routes through no Ingress or HTTPRoute of
+    yours (provider gatewayapi writes its own), but custom queries can name them as
+    `{{ ingress }}` and `{{ route }}`."""
 
     api_version: str | None = None
     kind: str | None = None
@@ -232,6 +233,17 @@ class Analysis(SpecModel):
         return [hook for hook in self.webhooks if hook.type == kind]
 
 
+class GatewayRef(SpecModel):
+    """A Gateway API ParentReference: the Gateway (or listener) the HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    group: str | None = None
+    kind: str | None = None
+    section_name: str | None = None
+    port: int | None = Field(default=None, gt=0, le=65535)
+
+
 class Service(SpecModel):
     name: str | None = None
     port: int = Field(gt=0, le=65535)
@@ -239,6 +251,8 @@ class Service(SpecModel):
     port_name: str = "http"
     gateways: list[str] = Field(default_factory=list)
     hosts: list[str] = Field(default_factory=list)
+    gateway_refs: list[GatewayRef] = Field(default_factory=list)
+    """Provider gatewayapi: the HTTPRoute's parentRefs."""
     traffic_policy: dict[str, Any] | None = None
     retries: dict[str, Any] | None = None
 

@@ -27,6 +27,9 @@ TARGET = "podinfo"
 ODD_WORKLOAD = 'odd"name\\with-quote'
 """A label value holding `"` and `\\`: pasted unescaped, it would end the PromQL string."""
 DURATION_SHARES = {25.0: 0.50, 50.0: 0.30, 100.0: 0.15, 250.0: 0.03, 500.0: 0.02}
+HTTP_DURATION_SHARES = {ms / 1000: share for ms, share in DURATION_SHARES.items()}
+"""The same durations in seconds, as a workload's own `http_request_duration_seconds`."""
+CANARY_POD = f"{TARGET}-7d9f8b6c4-x2x9z"
 
 
 def istio_labels(workload: str, namespace: str = NAMESPACE, **extra: str) -> dict[str, str]:
@@ -67,6 +70,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
     duration = "istio_request_duration_milliseconds"
     exporter.set_histogram(duration, istio_labels(TARGET), 100.0, DURATION_SHARES)
     exporter.set_histogram(duration, istio_labels(f"{TARGET}-primary"), 100.0, {5000.0: 1.0})
+    # What the workload reports itself (the Gateway API router's built-in metrics): 95 of 100
+    # canary requests a second succeed; the primary's pods, with one more name part, fail.
+    http = "http_request_duration_seconds"
+    for pod, status, rate in (
+        (CANARY_POD, "200", 95.0),
+        (CANARY_POD, "503", 5.0),
+        (f"{TARGET}-primary-5c7d9b-q8r2t", "500", 50.0),
+    ):
+        labels = {"kubernetes_namespace": NAMESPACE, "kubernetes_pod_name": pod, "status": status}
+        exporter.set_histogram(http, labels, rate, HTTP_DURATION_SHARES)
 
     workdir = tmp_path_factory.mktemp("prometheus")
     scrape = static_scrape_config("istio", [exporter.target], scrape_interval="1s")
@@ -107,6 +120,20 @@ async def test_builtin_duration_is_the_p99_in_milliseconds(metrics: PrometheusMe
 
     assert expected == pytest.approx(375.0)
     assert await metrics.query_value(query) == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1"])
+async def test_gatewayapi_builtins_read_what_the_canary_pods_report(
+    metrics: PrometheusMetrics, provider: str
+) -> None:
+    def query(metric: str) -> str:
+        return builtin_query(provider, metric, namespace=NAMESPACE, target=TARGET, interval="1m")
+
+    success = await metrics.query_value(query("request-success-rate"))
+    duration = await metrics.query_value(query("request-duration"))
+
+    assert success == pytest.approx(95.0, abs=0.01)
+    assert duration == pytest.approx(prometheus_quantile(0.99, DURATION_SHARES), rel=1e-3)
 
 
 @pytest.mark.parametrize("metric", ["request-success-rate", "request-duration"])

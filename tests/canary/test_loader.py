@@ -280,7 +280,8 @@ def test_template_problems_come_with_the_other_problems() -> None:
     docs[1]["spec"]["provider"] = "foo"
     docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"]["name"] = "missing"
     assert problems_of(yaml.safe_dump_all(docs)) == [
-        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)",
+        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes, "
+        "gatewayapi:v1, gatewayapi:v1beta1)",
         "spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/missing not found "
         "(put it in the same file as the Canary)",
     ]
@@ -521,14 +522,18 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         ),
         pytest.param(
             {"spec.provider": "foo"},
-            ["spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)"],
+            [
+                "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes, "
+                "gatewayapi:v1, gatewayapi:v1beta1)"
+            ],
             id="provider-unknown",
         ),
         pytest.param(
             {"spec.provider": "linkerd"},
             [
                 "spec.provider: provider 'linkerd' is not supported by coalmine yet "
-                "(supported: istio, traefik, kubernetes)"
+                "(supported: istio, traefik, kubernetes, "
+                "gatewayapi:v1, gatewayapi:v1beta1)"
             ],
             id="provider-flagger-only",
         ),
@@ -569,7 +574,8 @@ def test_several_spec_problems_are_reported_together() -> None:
         }
     )
     assert problems_of(text) == [
-        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)",
+        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes, "
+        "gatewayapi:v1, gatewayapi:v1beta1)",
         "spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment, LocalProcess)",
         "spec.analysis.maxWeight: must be between 1 and 100 (got 120)",
         "spec.analysis.metrics[0].thresholdRange: min must not exceed max (99 > 50)",
@@ -1145,12 +1151,13 @@ def test_other_kinds_in_the_file_are_ignored_with_one_warning() -> None:
     assert result.canary.spec.analysis.metrics[1].query == docs[0]["spec"]["query"]
 
 
-@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1", "knative", "nginx"])
+@pytest.mark.parametrize("provider", ["linkerd", "contour:v2", "knative", "nginx"])
 def test_a_flagger_provider_coalmine_lacks_is_named_before_field_errors(provider: str) -> None:
     problems = problems_of(edited({"spec.provider": provider, "spec.service.port": DELETE}))
     assert problems == [
         f"spec.provider: provider '{provider}' is not supported by coalmine yet "
-        "(supported: istio, traefik, kubernetes)",
+        "(supported: istio, traefik, kubernetes, "
+        "gatewayapi:v1, gatewayapi:v1beta1)",
         "spec.service.port: is required",
     ]
 
@@ -1282,3 +1289,82 @@ def test_an_unknown_metrics_provider_written_on_a_metric_is_refused() -> None:
         "spec.analysis.metrics[0].metricsProvider: unknown metrics provider 'datadog' "
         "(supported: prometheus)"
     ]
+
+
+# -- Gateway API -----------------------------------------------------------------------------
+
+
+def gatewayapi_doc() -> list[Any]:
+    return list(yaml.safe_load_all(read("gatewayapi-podinfo.yaml")))
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1"])
+def test_flaggers_gatewayapi_tutorial_canary_loads_with_that_mesh_provider(provider: str) -> None:
+    loaded = loader.load_canary(read("gatewayapi-podinfo.yaml"), SOURCE, provider)
+    canary = loaded.canary
+    assert loaded.warnings == []
+    assert loaded.default_provider
+    assert canary.spec.provider == provider
+    refs = canary.spec.service.gateway_refs
+    assert [(ref.name, ref.namespace) for ref in refs] == [("gateway", "istio-ingress")]
+    assert canary.spec.service.hosts == ["www.example.com"]
+    assert canary.spec.analysis.weights == [10, 20, 30, 40, 50]
+    assert [metric.metrics_server for metric in canary.spec.analysis.metrics] == [
+        "http://prometheus.istio-system:9090"
+    ] * 2
+
+
+def test_gatewayapi_needs_gateway_refs() -> None:
+    docs = gatewayapi_doc()
+    del docs[-1]["spec"]["service"]["gatewayRefs"]
+    docs[-1]["spec"]["provider"] = "gatewayapi:v1"
+    assert problems_of(yaml.safe_dump_all(docs)) == [
+        "spec.service.gatewayRefs: required with provider 'gatewayapi:v1'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("match", "expected"),
+    [
+        (
+            {"headers": {"x-canary": {"prefix": "in"}}},
+            "spec.analysis.match[0].headers.x-canary: provider 'gatewayapi:v1' takes one of "
+            "exact, regex here",
+        ),
+        (
+            {"sourceLabels": {"app": "web"}},
+            "spec.analysis.match[0].sourceLabels: provider 'gatewayapi:v1' cannot match on it "
+            "(it matches headers, method, queryParams, uri)",
+        ),
+    ],
+)
+def test_gatewayapi_refuses_a_match_an_http_route_cannot_express(
+    match: dict[str, Any], expected: str
+) -> None:
+    docs = gatewayapi_doc()
+    analysis = docs[-1]["spec"]["analysis"]
+    analysis.update(iterations=10, match=[match])
+    del analysis["maxWeight"], analysis["stepWeight"]
+    docs[-1]["spec"]["provider"] = "gatewayapi:v1"
+    assert problems_of(yaml.safe_dump_all(docs)) == [expected]
+
+
+def test_gatewayapi_has_the_builtin_metrics_of_flaggers_observer() -> None:
+    text = edited(
+        {
+            "spec.provider": "gatewayapi:v1",
+            "spec.service.gatewayRefs": [{"name": "gateway"}],
+            "spec.analysis.webhooks": [],
+        }
+    )
+    canary = load(text).canary
+    assert [metric.name for metric in canary.spec.analysis.metrics] == [
+        "request-success-rate",
+        "request-duration",
+    ]
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi", "gatewayapi:v2"])
+def test_gatewayapi_needs_a_known_version(provider: str) -> None:
+    problems = problems_of(edited({"spec.provider": provider}))
+    assert problems[0].startswith(f"spec.provider: unknown provider '{provider}' (supported: ")

@@ -307,7 +307,8 @@ async def test_an_unknown_mesh_provider_is_refused(tmp_path: Path) -> None:
     run = await coalmine("validate", "-f", str(EXAMPLE), "--mesh-provider", "nginx", address="x:1")
     assert run.code == 2
     assert run.err.strip() == (
-        "error: --mesh-provider nginx: unknown provider (supported: istio, traefik, kubernetes)"
+        "error: --mesh-provider nginx: unknown provider (supported: istio, traefik, kubernetes, "
+        "gatewayapi:v1, gatewayapi:v1beta1)"
     )
 
 
