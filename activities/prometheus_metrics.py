@@ -1,4 +1,5 @@
-"""Prometheus metrics provider: instant queries and the built-in checks' PromQL per router."""
+"""Prometheus metrics provider: instant queries, and the built-in checks' PromQL rendered from
+the router's entry in `canary.providers`."""
 
 import math
 import re
@@ -9,60 +10,14 @@ import httpx
 
 from activities import bounded_http, errors
 from activities.errors import MetricsUnavailableError, PermanentError
+from canary import providers
 from canary.spec import QUERY_PLACEHOLDER
 
 MAX_RESPONSE_BYTES = 4 * bounded_http.MIB
 """An instant query that should return one series answers in a few hundred bytes."""
 MAX_REDIRECTS = 5
 MESSAGE_BODY_CHARS = 200
-
-_ISTIO_WORKLOAD = (
-    'reporter="destination", destination_workload_namespace="{{ namespace }}", '
-    'destination_workload=~"{{ target }}"'
-)
-
-_TRAEFIK_CANARY = 'service="{{ target }}-canary@file"'
-"""Traefik labels a file-provider service's metrics `service="<name>@file"`; the canary's own
-service is `<target>-canary` (see activities.traefik_router)."""
-
-BUILTIN_QUERIES: Mapping[str, Mapping[str, str]] = {
-    "istio": {
-        "request-success-rate": (
-            "sum(rate(istio_requests_total{"
-            + _ISTIO_WORKLOAD
-            + ', response_code!~"5.."}[{{ interval }}]))'
-            + " / sum(rate(istio_requests_total{"
-            + _ISTIO_WORKLOAD
-            + "}[{{ interval }}])) * 100"
-        ),
-        "request-duration": (
-            "histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{"
-            + _ISTIO_WORKLOAD
-            + "}[{{ interval }}])))"
-        ),
-    },
-    "traefik": {
-        "request-success-rate": (
-            "(sum(rate(traefik_service_requests_total{"
-            + _TRAEFIK_CANARY
-            + ', code!~"5.."}[{{ interval }}])) or vector(0))'
-            + " / sum(rate(traefik_service_requests_total{"
-            + _TRAEFIK_CANARY
-            + "}[{{ interval }}])) * 100"
-        ),
-        "request-duration": (
-            "histogram_quantile(0.99, sum by (le) ("
-            + "rate(traefik_service_request_duration_seconds_bucket{"
-            + _TRAEFIK_CANARY
-            + "}[{{ interval }}]))) * 1000"
-        ),
-    },
-}
-"""Query templates of the built-in checks: router -> metric name -> PromQL template.
-
-`request-success-rate` is the percent of non-5xx requests and `request-duration` the p99 in
-milliseconds, both over the metric's interval. Supporting another router is one more entry.
-"""
+AVAILABILITY_QUERY = "vector(1)"
 
 # Error statuses after which the same query may succeed later (besides any 5xx).
 _TRANSIENT_STATUSES = frozenset({408, 429})
@@ -108,10 +63,11 @@ def promql_string_content(value: str) -> str:
 
 
 def builtin_query(router: str, metric: str, *, namespace: str, target: str, interval: str) -> str:
-    if router not in BUILTIN_QUERIES:
-        known = ", ".join(sorted(BUILTIN_QUERIES))
+    entry = providers.router(router)
+    if entry is None or not entry.builtin_metrics:
+        known = ", ".join(name for name, item in providers.ROUTERS.items() if item.builtin_metrics)
         raise ValueError(f"no built-in metrics for router {router!r}; known routers: {known}")
-    templates = BUILTIN_QUERIES[router]
+    templates = entry.builtin_metrics
     if metric not in templates:
         known = ", ".join(sorted(templates))
         raise ValueError(f"no built-in metric {metric!r} for router {router}; known: {known}")
@@ -133,6 +89,11 @@ class PrometheusMetrics:
         self._address = address.rstrip("/")
         self._client = client
         self._timeout_seconds = timeout_seconds
+
+    async def check_available(self) -> None:
+        """Raise `MetricsUnavailableError` unless the server answers `vector(1)` with 1."""
+        if await self.query_value(AVAILABILITY_QUERY) != 1.0:
+            raise self._unavailable(f"{AVAILABILITY_QUERY} does not answer 1")
 
     async def query_value(self, promql: str) -> float | None:
         """The instant query's value, or None when there is none (empty result or NaN).

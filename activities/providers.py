@@ -1,21 +1,26 @@
-"""The provider interfaces and the factory that picks one implementation per spec.
+"""The provider interfaces and the registry that picks one implementation per spec.
 
-Unknown names are refused: nothing falls back to a default. So is what the worker's scope does
-not allow (see `activities.scope`).
+What each router can do is in `canary.providers`; the registry has one builder per entry there
+(the tests hold the two to the same names). Unknown names are refused: nothing falls back to a
+default. So is what the worker's scope does not allow (see `activities.scope`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
+import httpx
 import kubernetes
 
 from activities import errors
+from activities.gatewayapi_router import GatewayAPIRouter, GatewaySettings
 from activities.istio_router import IstioRouter, IstioSettings
 from activities.kubernetes_target import KubernetesTarget, ServiceSettings
 from activities.local_target import LocalTarget
 from activities.no_router import NoRouter
+from activities.prometheus_metrics import PrometheusMetrics
 from activities.scope import WorkerScope
 from activities.traefik_router import TraefikRouter
+from canary import providers
 from canary.contract import Readiness, TargetState
 from canary.decision import Routes
 from canary.spec import LOCAL_KIND, Canary
@@ -49,21 +54,74 @@ class Router(Protocol):
     def get_routes(self) -> Routes: ...
 
 
-def target_for(
-    canary: Canary, api: Callable[[], kubernetes.client.ApiClient], scope: WorkerScope
-) -> Target:
+class MetricsProvider(Protocol):
+    """A metrics server: one instant value per query."""
+
+    async def query_value(self, query: str) -> float | None:
+        """The query's value; None when it has none ("no values", not an error). Raises
+        `MetricsUnavailableError` when the server gives no usable answer, `PermanentError`
+        when the query itself is wrong."""
+        ...
+
+    async def check_available(self) -> None:
+        """Raise `MetricsUnavailableError` unless the server answers queries."""
+        ...
+
+
+KubeApi = Callable[[], kubernetes.client.ApiClient]
+
+
+def target_for(canary: Canary, api: KubeApi, scope: WorkerScope) -> Target:
     """The target of the spec's kind; `api` is called only for Kubernetes targets."""
-    ref = canary.spec.target_ref
-    if ref.kind == LOCAL_KIND:
-        scope.require_local("spec.targetRef.kind", "LocalProcess targets")
-        target = LocalTarget.for_canary(canary, workdir=scope.local_root)
-        # the folder as written, then with the rollout's own folder in it
-        for path in (target.settings.state_dir, target.state_dir):
-            scope.local_path(path, "spec.local.stateDir")
-        return target
-    if ref.kind != "Deployment":
-        raise errors.PermanentError(f"spec.targetRef.kind: unknown target kind {ref.kind!r}")
+    kind = canary.spec.target_ref.kind
+    build = TARGETS.get(kind) if kind in providers.TARGET_KINDS else None
+    if build is None:
+        raise errors.PermanentError(f"spec.targetRef.kind: unknown target kind {kind!r}")
+    return build(canary, api, scope)
+
+
+def router_for(
+    canary: Canary,
+    api: KubeApi,
+    scope: WorkerScope,
+    default_provider: str = providers.DEFAULT_PROVIDER,
+) -> Router:
+    """The router of the spec's provider (`default_provider` when it names none); `api` is
+    called only for Kubernetes routers. Which target kinds it may route is the loader's check."""
+    provider = canary.spec.provider or default_provider
+    if canary.spec.provider is None:
+        canary = canary.model_copy(
+            update={"spec": canary.spec.model_copy(update={"provider": provider})}
+        )
+    entry = providers.router(provider)
+    build = ROUTERS.get(provider.partition(":")[0]) if entry is not None else None
+    if entry is None or build is None:
+        raise errors.PermanentError(f"spec.provider: unknown provider {provider!r}")
+    return build(canary, api, scope)
+
+
+def metrics_provider_for(
+    provider_type: str, address: str, client: httpx.AsyncClient, timeout_seconds: float
+) -> MetricsProvider:
+    """The metrics provider of a MetricTemplate's `spec.provider.type`, over `client`."""
+    build = METRICS.get(provider_type) if provider_type in providers.METRICS_PROVIDERS else None
+    if build is None:
+        raise errors.PermanentError(f"unknown metrics provider {provider_type!r}")
+    return build(address, client, timeout_seconds)
+
+
+def _local_target(canary: Canary, api: KubeApi, scope: WorkerScope) -> Target:
+    scope.require_local("spec.targetRef.kind", "LocalProcess targets")
+    target = LocalTarget.for_canary(canary, workdir=scope.local_root)
+    # the folder as written, then with the rollout's own folder in it
+    for path in (target.settings.state_dir, target.state_dir):
+        scope.local_path(path, "spec.local.stateDir")
+    return target
+
+
+def _kubernetes_target(canary: Canary, api: KubeApi, scope: WorkerScope) -> Target:
     scope.require_namespace(canary.metadata.namespace)
+    ref = canary.spec.target_ref
     service = canary.spec.service
     autoscaler = canary.spec.autoscaler_ref
     return KubernetesTarget(
@@ -82,32 +140,69 @@ def target_for(
     )
 
 
-def router_for(
-    canary: Canary, api: Callable[[], kubernetes.client.ApiClient], scope: WorkerScope
-) -> Router:
-    """The router of the spec's provider; `api` is called only for Kubernetes routers."""
-    provider = canary.spec.provider
+def _istio_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
+    scope.require_namespace(canary.metadata.namespace)
     service = canary.spec.service
-    if provider == "istio":
-        scope.require_namespace(canary.metadata.namespace)
-        return IstioRouter(
-            api(),
-            canary.metadata.namespace,
-            IstioSettings(
-                service=service.name or canary.spec.target_ref.name,
-                hosts=tuple(service.hosts),
-                gateways=tuple(service.gateways),
-                retries=service.retries,
-                traffic_policy=service.traffic_policy,
-                match=tuple(canary.spec.analysis.match),
-                port=service.port,
+    return IstioRouter(
+        api(),
+        canary.metadata.namespace,
+        IstioSettings(
+            service=service.name or canary.spec.target_ref.name,
+            hosts=tuple(service.hosts),
+            gateways=tuple(service.gateways),
+            retries=service.retries,
+            traffic_policy=service.traffic_policy,
+            match=tuple(canary.spec.analysis.match),
+            port=service.port,
+        ),
+    )
+
+
+def _gatewayapi_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
+    scope.require_namespace(canary.metadata.namespace)
+    service = canary.spec.service
+    return GatewayAPIRouter(
+        api(),
+        canary.metadata.namespace,
+        GatewaySettings(
+            service=service.name or canary.spec.target_ref.name,
+            port=service.port,
+            version=str(canary.spec.provider).partition(":")[2],
+            parent_refs=tuple(
+                ref.model_dump(by_alias=True, exclude_none=True) for ref in service.gateway_refs
             ),
-        )
-    if provider == "traefik":
-        scope.require_local("spec.provider", "the traefik file router")
-        if canary.spec.traefik is not None:
-            scope.local_path(canary.spec.traefik.config_file, "spec.traefik.configFile")
-        return TraefikRouter.for_canary(canary, workdir=scope.local_root)
-    if provider == "kubernetes":
-        return NoRouter()
-    raise errors.PermanentError(f"spec.provider: unknown provider {provider!r}")
+            hostnames=tuple(service.hosts),
+            match=tuple(canary.spec.analysis.match),
+        ),
+    )
+
+
+def _traefik_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
+    scope.require_local("spec.provider", "the traefik file router")
+    if canary.spec.traefik is not None:
+        scope.local_path(canary.spec.traefik.config_file, "spec.traefik.configFile")
+    return TraefikRouter.for_canary(canary, workdir=scope.local_root)
+
+
+def _no_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
+    return NoRouter()
+
+
+TARGETS: Mapping[str, Callable[[Canary, KubeApi, WorkerScope], Target]] = {
+    "Deployment": _kubernetes_target,
+    LOCAL_KIND: _local_target,
+}
+"""Target kind -> builder; one per kind of `canary.providers.TARGET_KINDS`."""
+
+ROUTERS: Mapping[str, Callable[[Canary, KubeApi, WorkerScope], Router]] = {
+    "istio": _istio_router,
+    "traefik": _traefik_router,
+    "kubernetes": _no_router,
+    "gatewayapi": _gatewayapi_router,
+}
+"""Provider name -> builder; one per entry of `canary.providers.ROUTERS`."""
+
+METRICS: Mapping[str, Callable[[str, httpx.AsyncClient, float], MetricsProvider]] = {
+    "prometheus": PrometheusMetrics,
+}
+"""Metrics provider type -> builder; one per name of `canary.providers.METRICS_PROVIDERS`."""

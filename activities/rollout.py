@@ -16,12 +16,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import bounded_http, errors, providers
-from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
+from activities.prometheus_metrics import builtin_query, render_query
 from activities.scope import WorkerScope
 from activities.webhooks import call_webhook, webhook_payload
 from canary import contract
 from canary.decision import StepObservation
 from canary.durations import format_duration
+from canary.providers import DEFAULT_PROVIDER
 from canary.spec import Canary, Metric, Webhook, WebhookType
 from canary.status import MetricObservation, Phase, WebhookObservation
 
@@ -43,7 +44,9 @@ def permanent_errors() -> Iterator[None]:
 class RolloutActivities:
     """Holds the worker's clients and scope; each method is one activity.
 
-    The default scope refuses local targets and allows every Kubernetes namespace."""
+    The default scope refuses local targets and allows every Kubernetes namespace;
+    `mesh_provider` is the router of a spec that names none (only an input written by another
+    Temporal client: the CLI names it)."""
 
     def __init__(
         self,
@@ -52,6 +55,7 @@ class RolloutActivities:
         scope: WorkerScope | None = None,
         *,
         metrics_timeout_seconds: float = PROMETHEUS_TIMEOUT_SECONDS,
+        mesh_provider: str = DEFAULT_PROVIDER,
     ) -> None:
         self._scope = scope or WorkerScope()
         self._kube_api_factory = kube_api
@@ -59,6 +63,7 @@ class RolloutActivities:
         self._lock = threading.Lock()
         self._metrics_server = metrics_server
         self._metrics_timeout_seconds = metrics_timeout_seconds
+        self._mesh_provider = mesh_provider
 
     def all(self) -> list[Callable[..., object]]:
         return [
@@ -83,7 +88,7 @@ class RolloutActivities:
         return providers.target_for(canary, self._api, self._scope)
 
     def _router(self, canary: Canary) -> providers.Router:
-        return providers.router_for(canary, self._api, self._scope)
+        return providers.router_for(canary, self._api, self._scope, self._mesh_provider)
 
     @activity.defn(name=contract.INITIALIZE)
     def initialize(self, request: contract.CanaryRequest) -> contract.TargetState:
@@ -208,23 +213,23 @@ class RolloutActivities:
     async def _measure(
         self, client: httpx.AsyncClient, canary: Canary, metric: Metric
     ) -> MetricObservation:
-        address = canary.metrics_server_for(metric)
-        prometheus = PrometheusMetrics(
-            address or self._metrics_server, client, self._metrics_timeout_seconds
-        )
+        address = canary.metrics_server_for(metric) or self._metrics_server
         try:
-            value = await prometheus.query_value(_query(canary, metric))
+            source = providers.metrics_provider_for(
+                metric.metrics_provider, address, client, self._metrics_timeout_seconds
+            )
+            value = await source.query_value(_query(canary, metric, self._mesh_provider))
         except (errors.MetricsUnavailableError, errors.PermanentError, ValueError) as error:
             return MetricObservation(name=metric.name, error=str(error))
         return MetricObservation(name=metric.name, value=value)
 
 
-def _query(canary: Canary, metric: Metric) -> str:
+def _query(canary: Canary, metric: Metric, default_provider: str) -> str:
     values = canary.query_values()
     interval = format_duration(metric.interval)
     if metric.query is None:
         return builtin_query(
-            canary.spec.provider,
+            canary.spec.provider or default_provider,
             metric.name,
             namespace=values["namespace"],
             target=values["target"],

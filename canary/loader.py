@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ValidationError
 
-from canary import names, safe_yaml, spec
+from canary import names, providers, safe_yaml, spec
 from canary.names import shown
 
 API_VERSION = "flagger.app/v1beta1"
@@ -23,22 +23,6 @@ LEGACY_METRIC_NAMES = {
 DEPRECATED_THRESHOLD_SIDE = {"request-success-rate": "min", "request-duration": "max"}
 """Which end of `thresholdRange` the deprecated `threshold` meant; Flagger read it as a
 maximum for every other metric (custom queries halted when the value was above it)."""
-FLAGGER_ONLY_PROVIDERS = (
-    "linkerd",
-    "appmesh",
-    "contour",
-    "gloo",
-    "nginx",
-    "skipper",
-    "osm",
-    "kuma",
-    "apisix",
-    "gatewayapi",
-    "knative",
-    "smi",
-    "supergloo",
-)
-"""Flagger's providers that coalmine lacks; a version suffix (`gatewayapi:v1`) is allowed."""
 TEMPLATE_KIND = "MetricTemplate"
 
 
@@ -54,16 +38,26 @@ class SpecError(Exception):
 class LoadedCanary:
     canary: spec.Canary
     warnings: list[str] = field(default_factory=list)
+    default_provider: bool = False
+    """The spec names no provider: it got the loader's default."""
 
 
-def load_canary(text: str, source: str = "<input>") -> LoadedCanary:
-    """Parse and validate YAML text holding one Canary (and optionally MetricTemplates)."""
+def load_canary(
+    text: str, source: str = "<input>", default_provider: str = providers.DEFAULT_PROVIDER
+) -> LoadedCanary:
+    """Parse and validate YAML text holding one Canary (and optionally MetricTemplates).
+
+    A Canary without `spec.provider` gets `default_provider`, so the loaded spec always names
+    its router."""
     documents = _parse_yaml(text, source)
     warnings: list[str] = []
     canary_doc, templates = _split_documents(documents, source, warnings)
     canary_doc = _convert_legacy(canary_doc, warnings)
+    defaulted = _mapping(canary_doc.get("spec")).get("provider") is None
+    if defaulted and isinstance(canary_doc.get("spec"), dict):
+        canary_doc["spec"] = {**canary_doc["spec"], "provider": default_provider}
     # an unsupported provider explains every other problem: it comes first
-    problems = _provider_problems(_mapping(canary_doc.get("spec")).get("provider", "istio"))
+    problems = _provider_problems(_mapping(canary_doc.get("spec")).get("provider"))
     try:
         canary = spec.Canary.model_validate(canary_doc)
     except ValidationError as error:
@@ -73,7 +67,7 @@ def load_canary(text: str, source: str = "<input>") -> LoadedCanary:
     if problems:
         raise SpecError(problems)
     warnings += [f"{path}: unknown field, ignored" for path in _unknown_fields(canary, "")]
-    return LoadedCanary(canary=canary, warnings=warnings)
+    return LoadedCanary(canary=canary, warnings=warnings, default_provider=defaulted)
 
 
 def _parse_yaml(text: str, source: str) -> list[Any]:
@@ -232,16 +226,20 @@ def _resolve_templates(
             problems.append(f"MetricTemplate {label}: spec.query is required")
             query = None
         provider = _mapping(template_spec.get("provider"))
-        if provider.get("type", "prometheus") != "prometheus":
+        provider_type = provider.get("type", providers.DEFAULT_METRICS_PROVIDER)
+        if provider_type not in providers.METRICS_PROVIDERS:
             problems.append(
                 f"MetricTemplate {label}: spec.provider.type: unknown provider "
-                f"{shown(provider.get('type'))} (supported: prometheus)"
+                f"{shown(provider_type)} "
+                f"(supported: {', '.join(providers.METRICS_PROVIDERS)})"
             )
+            provider_type = providers.DEFAULT_METRICS_PROVIDER
         address = provider.get("address")
         if address is not None and not isinstance(address, str):
             problems.append(f"MetricTemplate {label}: spec.provider.address: must be a string")
             address = None
-        metrics.append(metric.model_copy(update={"query": query, "metrics_server": address}))
+        update = {"query": query, "metrics_server": address, "metrics_provider": provider_type}
+        metrics.append(metric.model_copy(update=update))
     analysis = canary.spec.analysis.model_copy(update={"metrics": metrics})
     resolved = canary.model_copy(
         update={"spec": canary.spec.model_copy(update={"analysis": analysis})}
@@ -255,10 +253,10 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 def _provider_problems(provider: Any) -> list[str]:
     """`spec.provider` as written (a non-string is left to the schema's own check)."""
-    if not isinstance(provider, str) or provider in spec.ROUTERS:
+    if not isinstance(provider, str) or providers.router(provider) is not None:
         return []
-    supported = f"(supported: {', '.join(spec.ROUTERS)})"
-    if provider.split(":")[0] in FLAGGER_ONLY_PROVIDERS:
+    supported = f"(supported: {', '.join(providers.router_names())})"
+    if provider.split(":")[0] in providers.FLAGGER_ONLY_PROVIDERS:
         return [
             f"spec.provider: provider {shown(provider)} is not supported by coalmine yet "
             f"{supported}"
@@ -268,23 +266,33 @@ def _provider_problems(provider: Any) -> list[str]:
 
 def semantic_problems(canary: spec.Canary) -> list[str]:
     """Checks that span fields, each as `path: problem` (`spec.provider` is checked before,
-    on the document as written)."""
+    on the document as written). What the router cannot do is read from `canary.providers`."""
     problems: list[str] = []
     target = canary.spec
     analysis = target.analysis
-    if target.target_ref.kind not in spec.TARGET_KINDS:
+    provider = target.provider or providers.DEFAULT_PROVIDER
+    router = providers.router(provider)
+    if target.target_ref.kind not in providers.TARGET_KINDS:
         problems.append(
             f"spec.targetRef.kind: unsupported kind {shown(target.target_ref.kind)} "
-            f"(supported: {', '.join(spec.TARGET_KINDS)})"
+            f"(supported: {', '.join(providers.TARGET_KINDS)})"
         )
     problems += _name_problems(canary)
     problems += _local_problems(target)
+    if router is not None:
+        problems += _target_kind_problems(target.target_ref.kind, provider, router)
+        service = target.service.model_dump(by_alias=True)
+        problems += [
+            f"spec.service.{name}: required with provider {shown(provider)}"
+            for name in router.required_service_fields
+            if not service.get(name)
+        ]
     if target.autoscaler_ref and target.autoscaler_ref.kind != "HorizontalPodAutoscaler":
         problems.append(
             f"spec.autoscalerRef.kind: unsupported kind {shown(target.autoscaler_ref.kind)} "
             "(supported: HorizontalPodAutoscaler)"
         )
-    problems += _analysis_problems(analysis, target.provider)
+    problems += _analysis_problems(analysis, provider, router)
     return problems
 
 
@@ -357,14 +365,22 @@ def _local_problems(target: spec.CanarySpec) -> list[str]:
         problems.append("spec.traefik: required when spec.provider is traefik")
     if target.traefik is not None and target.provider != "traefik":
         problems.append(f"spec.traefik: only for provider traefik (got {shown(target.provider)})")
-    if target.provider == "traefik" and not local_kind:
-        problems.append("spec.provider: traefik routes LocalProcess targets only")
-    if local_kind and target.provider != "traefik":
-        problems.append(
-            "spec.provider: a LocalProcess target needs provider traefik "
-            f"(got {shown(target.provider)})"
-        )
     return problems
+
+
+def _target_kind_problems(
+    kind: str, provider: str, router: providers.RouterCapabilities
+) -> list[str]:
+    """The router must route the target's kind (an unknown kind is reported on its own)."""
+    if kind not in providers.TARGET_KINDS or kind in router.target_kinds:
+        return []
+    routing = [name for name, entry in providers.ROUTERS.items() if kind in entry.target_kinds]
+    if kind == spec.LOCAL_KIND:
+        return [
+            f"spec.provider: a LocalProcess target needs provider {' or '.join(routing)} "
+            f"(got {shown(provider)})"
+        ]
+    return [f"spec.provider: {provider} routes {', '.join(router.target_kinds)} targets only"]
 
 
 def _weight_problem(path: str, value: int | None) -> list[str]:
@@ -373,7 +389,9 @@ def _weight_problem(path: str, value: int | None) -> list[str]:
     return []
 
 
-def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
+def _analysis_problems(
+    analysis: spec.Analysis, provider: str, router: providers.RouterCapabilities | None
+) -> list[str]:
     base = "spec.analysis"
     problems: list[str] = []
     if analysis.interval <= 0:
@@ -407,19 +425,12 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
     has_weights = bool(analysis.step_weights) or analysis.step_weight is not None
     if analysis.iterations is None and not has_weights:
         problems.append(f"{base}: needs stepWeight (with maxWeight), stepWeights or iterations")
-    if provider == "kubernetes" and analysis.iterations is None and has_weights:
-        field = "stepWeights" if analysis.step_weights else "stepWeight"
-        problems.append(
-            f"{base}.{field}: provider 'kubernetes' has no traffic router; "
-            "use iterations (blue/green)"
-        )
-    if provider == "kubernetes" and (analysis.match or analysis.mirror):
-        field = "match" if analysis.match else "mirror"
-        problems.append(f"{base}.{field}: provider 'kubernetes' cannot match or mirror traffic")
+    if router is not None:
+        problems += _routing_problems(analysis, provider, router)
     if analysis.match and analysis.iterations is None:
         problems.append(f"{base}.iterations: required with match (A/B testing)")
     for index, metric in enumerate(analysis.metrics):
-        problems += _metric_problems(metric, f"{base}.metrics[{index}]", provider)
+        problems += _metric_problems(metric, f"{base}.metrics[{index}]", provider, router)
     for index, webhook in enumerate(analysis.webhooks):
         url = urlparse(webhook.url)
         if (
@@ -433,19 +444,99 @@ def _analysis_problems(analysis: spec.Analysis, provider: str) -> list[str]:
     return problems
 
 
-def _metric_problems(metric: spec.Metric, path: str, provider: str) -> list[str]:
+def _routing_problems(
+    analysis: spec.Analysis, provider: str, router: providers.RouterCapabilities
+) -> list[str]:
+    """What the analysis asks of the traffic that the router cannot do."""
+    base = "spec.analysis"
+    problems: list[str] = []
+    has_weights = bool(analysis.step_weights) or analysis.step_weight is not None
+    if not router.weights and analysis.iterations is None and has_weights:
+        field = "stepWeights" if analysis.step_weights else "stepWeight"
+        problems.append(
+            f"{base}.{field}: provider {shown(provider)} has no traffic router; "
+            "use iterations (blue/green)"
+        )
+    if not router.match_fields and not router.mirroring and (analysis.match or analysis.mirror):
+        field = "match" if analysis.match else "mirror"
+        problems.append(
+            f"{base}.{field}: provider {shown(provider)} cannot match or mirror traffic"
+        )
+        return problems
+    if analysis.mirror and not router.mirroring:
+        problems.append(f"{base}.mirror: provider {shown(provider)} cannot mirror traffic")
+    for index, match in enumerate(analysis.match):
+        problems += _match_problems(match, f"{base}.match[{index}]", provider, router)
+    return problems
+
+
+def _match_problems(
+    match: Mapping[str, Any], path: str, provider: str, router: providers.RouterCapabilities
+) -> list[str]:
+    problems: list[str] = []
+    if not router.match_fields:
+        return [f"{path}: provider {shown(provider)} cannot match traffic"]
+    for field_name, conditions in match.items():
+        if field_name not in router.match_fields:
+            problems.append(
+                f"{path}.{names.plain(str(field_name))}: provider {shown(provider)} cannot match "
+                f"on it (it matches {', '.join(sorted(router.match_fields))})"
+            )
+        elif router.match_fields[field_name]:
+            kinds = router.match_fields[field_name]
+            problems += _condition_problems(f"{path}.{field_name}", conditions, provider, kinds)
+    headers = match.get("headers")
+    cookies = isinstance(headers, Mapping) and any(
+        str(name).lower() == "cookie" for name in headers
+    )
+    if cookies and router.header_match and not router.cookie_match:
+        problems.append(f"{path}.headers.cookie: provider {shown(provider)} cannot match cookies")
+    return problems
+
+
+def _condition_problems(
+    path: str, conditions: Any, provider: str, kinds: frozenset[str]
+) -> list[str]:
+    """Each condition of a match field must be one Istio StringMatch the router takes."""
+    field_name = path.rsplit(".", 1)[-1]
+    if field_name in providers.NAMED_MATCH_FIELDS:
+        if not isinstance(conditions, Mapping):
+            return [f"{path}: must map names to conditions"]
+        named = [(f"{path}.{names.plain(str(name))}", value) for name, value in conditions.items()]
+    else:
+        named = [(path, conditions)]
+    expected = ", ".join(sorted(kinds))
+    return [
+        f"{where}: provider {shown(provider)} takes one of {expected} here"
+        for where, condition in named
+        if not (
+            isinstance(condition, Mapping)
+            and len(condition) == 1
+            and next(iter(condition)) in kinds
+            and isinstance(next(iter(condition.values())), str)
+        )
+    ]
+
+
+def _metric_problems(
+    metric: spec.Metric, path: str, provider: str, router: providers.RouterCapabilities | None
+) -> list[str]:
     problems: list[str] = []
     if not metric.builtin and metric.query is None and metric.template_ref is None:
         problems.append(
             f"{path}: {shown(metric.name)} is neither a built-in metric "
             f"({', '.join(spec.BUILTIN_METRICS)}) nor has a query or templateRef"
         )
-    router_metrics = spec.ROUTER_BUILTIN_METRICS.get(provider)
-    if metric.builtin and router_metrics is not None and metric.name not in router_metrics:
+    if metric.builtin and router is not None and metric.name not in router.builtin_metrics:
+        why = "" if router.weights else " (it routes no traffic to measure)"
         problems.append(
             f"{path}: built-in metric {shown(metric.name)} has no query for provider "
-            f"{shown(provider)} (it routes no traffic to measure); give the metric a query "
-            "or templateRef"
+            f"{shown(provider)}{why}; give the metric a query or templateRef"
+        )
+    if metric.metrics_provider not in providers.METRICS_PROVIDERS:
+        problems.append(
+            f"{path}.metricsProvider: unknown metrics provider {shown(metric.metrics_provider)} "
+            f"(supported: {', '.join(providers.METRICS_PROVIDERS)})"
         )
     if metric.query is not None:
         problems += _placeholder_problems(metric, path)

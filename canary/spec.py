@@ -23,19 +23,10 @@ from pydantic.alias_generators import to_camel
 
 from canary import durations
 
-ROUTERS = ("istio", "traefik", "kubernetes")
-"""Routers coalmine implements; `kubernetes` means no traffic router (blue/green only)."""
-
-TARGET_KINDS = ("Deployment", "LocalProcess")
 LOCAL_KIND = "LocalProcess"
 
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
-ROUTER_BUILTIN_METRICS: dict[str, tuple[str, ...]] = {
-    "istio": BUILTIN_METRICS,
-    "traefik": BUILTIN_METRICS,
-    "kubernetes": (),
-}
-"""The built-in checks each router has a query for; `kubernetes` routes nothing, so has none."""
+"""Checks that need no query: each router's query for them is in `canary.providers`."""
 
 QUERY_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 """A placeholder in a custom query, `{{ namespace }}`; its name is the stripped group 1."""
@@ -114,8 +105,9 @@ class ObjectRef(SpecModel):
 
 
 class RouteRef(SpecModel):
-    """Flagger's `ingressRef` / `routeRef`: coalmine routes no Ingress or HTTPRoute, but custom
-    queries can name them as `{{ ingress }}` and `{{ route }}`."""
+    """Flagger's `ingressRef` / `routeRef`: coalmine routes through no Ingress or HTTPRoute of
+    yours (provider gatewayapi writes its own), but custom queries can name them as
+    `{{ ingress }}` and `{{ route }}`."""
 
     api_version: str | None = None
     kind: str | None = None
@@ -141,6 +133,8 @@ class Metric(SpecModel):
     template_variables: dict[str, str] = Field(default_factory=dict)
     metrics_server: str | None = None
     """Prometheus address from the metric's MetricTemplate, when it names one."""
+    metrics_provider: str = "prometheus"
+    """The metrics provider to ask: the MetricTemplate's `spec.provider.type`."""
 
     @property
     def builtin(self) -> bool:
@@ -259,6 +253,17 @@ class Analysis(SpecModel):
         return [hook for hook in self.webhooks if hook.type == kind]
 
 
+class GatewayRef(SpecModel):
+    """A Gateway API ParentReference: the Gateway (or listener) the HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    group: str | None = None
+    kind: str | None = None
+    section_name: str | None = None
+    port: int | None = Field(default=None, gt=0, le=65535)
+
+
 class Service(SpecModel):
     name: str | None = None
     port: int = Field(gt=0, le=65535)
@@ -266,6 +271,8 @@ class Service(SpecModel):
     port_name: str = "http"
     gateways: list[str] = Field(default_factory=list)
     hosts: list[str] = Field(default_factory=list)
+    gateway_refs: list[GatewayRef] = Field(default_factory=list)
+    """Provider gatewayapi: the HTTPRoute's parentRefs."""
     traffic_policy: dict[str, Any] | None = None
     retries: dict[str, Any] | None = None
 
@@ -296,7 +303,9 @@ class Traefik(SpecModel):
 
 
 class CanarySpec(SpecModel):
-    provider: str = "istio"
+    provider: str | None = None
+    """The router; the loader fills in its default (`--mesh-provider`), so only an input
+    written by another Temporal client lacks it, and then the worker's default applies."""
     target_ref: ObjectRef
     autoscaler_ref: ObjectRef | None = None
     ingress_ref: RouteRef | None = None

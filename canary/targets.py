@@ -17,12 +17,20 @@ class TargetTraits:
     and within a few seconds on a machine whose cores are busy).
     Zero for Deployments: Kubernetes takes a terminating pod out of the endpoints and gives it
     its termination grace period to drain."""
+    kubernetes_events: bool
+    """The rollout's events are recorded as Kubernetes Events on the target (as Flagger does),
+    so they go to the notify activity even when the spec has no alerts."""
 
 
 TRAITS = {
-    "Deployment": TargetTraits(primary_replaced_in_place=False, route_settle_seconds=0.0),
-    LOCAL_KIND: TargetTraits(primary_replaced_in_place=True, route_settle_seconds=3.0),
+    "Deployment": TargetTraits(
+        primary_replaced_in_place=False, route_settle_seconds=0.0, kubernetes_events=True
+    ),
+    LOCAL_KIND: TargetTraits(
+        primary_replaced_in_place=True, route_settle_seconds=3.0, kubernetes_events=False
+    ),
 }
+"""One entry per target kind coalmine runs (the loader refuses others; see `canary.providers`)."""
 
 
 def traits(canary: Canary) -> TargetTraits:

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     try:
         if args.command == "validate":
-            return _validate(args.file, args.json)
+            return _validate(args.file, args.json, args.mesh_provider)
         if args.command == "worker":
             return _worker(args)
         return asyncio.run(_run_remote(args))
@@ -136,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a Canary spec and summarize it")
     validate.add_argument("-f", "--file", required=True, help="Canary YAML file")
     _json_argument(validate, "print the normalized spec as JSON")
+    worker_command.add_mesh_provider_argument(validate, "the router of a Canary without provider")
 
     start = commands.add_parser("start", help="start a rollout")
     start.add_argument("-f", "--file", required=True, help="Canary YAML file")
@@ -148,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse when a rollout of this target runs (default: it takes --image instead)",
     )
+    worker_command.add_mesh_provider_argument(start, "the router of a Canary without provider")
     _json_argument(start, "print the workflow and run ids (with --wait: then as `watch --json`)")
 
     listing = commands.add_parser("list", help="list rollouts (from Temporal's visibility)")
@@ -215,8 +217,13 @@ def identity(given: str | None) -> str:
     return f"coalmine-cli@{user}@{socket.gethostname()}"
 
 
-def _load(path: str) -> LoadedCanary:
-    """Read and validate a spec file; past the size limit it is refused unread."""
+def _load(path: str, mesh_provider: str) -> LoadedCanary:
+    """Read and validate a spec file; past the size limit it is refused unread. A Canary
+    without `spec.provider` gets `mesh_provider`, so the workflow's input always names it."""
+    try:
+        default_provider = worker_command.mesh_provider(mesh_provider)
+    except worker_command.WorkerConfigError as error:
+        raise Refused(str(error)) from None
     try:
         with Path(path).open("rb") as file:
             data = file.read(safe_yaml.MAX_BYTES + 1)
@@ -229,7 +236,7 @@ def _load(path: str) -> LoadedCanary:
     except UnicodeDecodeError:
         raise Refused(f"{path}: not a UTF-8 text file") from None
     try:
-        loaded = load_canary(text, path)
+        loaded = load_canary(text, path, default_provider)
     except SpecError as error:
         raise Refused("\n".join(error.problems)) from None
     for warning in loaded.warnings:
@@ -237,9 +244,11 @@ def _load(path: str) -> LoadedCanary:
     return loaded
 
 
-def _validate(path: str, as_json: bool) -> int:
-    canary = _load(path).canary
-    print(canary.model_dump_json(by_alias=True, indent=2) if as_json else render.summary(canary))
+def _validate(path: str, as_json: bool, mesh_provider: str) -> int:
+    loaded = _load(path, mesh_provider)
+    canary = loaded.canary
+    text = render.summary(canary, loaded.default_provider)
+    print(canary.model_dump_json(by_alias=True, indent=2) if as_json else text)
     return EXIT_OK
 
 
@@ -254,7 +263,7 @@ def _worker(args: argparse.Namespace) -> int:
 async def _run_remote(args: argparse.Namespace) -> int:
     who = identity(args.identity)
     if args.command == "start":
-        canary = _load(args.file).canary
+        canary = _load(args.file, args.mesh_provider).canary
         client = await connect(identity=who)
         return await _start(
             client, canary, args.image, args.wait, args.json, supersede=not args.no_supersede

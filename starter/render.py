@@ -11,14 +11,18 @@ from canary.status import CanaryStatus, CheckOutcome, Event, MetricStatus, Phase
 from starter.history import Entry as HistoryEntry
 
 
-def summary(canary: Canary) -> str:
+def summary(canary: Canary, default_provider: bool = False) -> str:
+    """`default_provider`: the spec names no provider and got `--mesh-provider`'s."""
     spec = canary.spec
+    provider = spec.provider or "the worker's default (--mesh-provider)"
+    if default_provider:
+        provider += " (the default, --mesh-provider)"
     analysis = spec.analysis
     lines = [
         f"Canary {canary.target} ({canary.metadata.name} in {canary.metadata.namespace}) is valid",
         f"  target:    {spec.target_ref.kind} {spec.target_ref.name}"
         f" (primary {spec.target_ref.name}-primary)",
-        f"  provider:  {spec.provider}",
+        f"  provider:  {provider}",
         f"  strategy:  {_strategy(canary)}",
         f"  interval:  {format_duration(analysis.interval)}, "
         f"rollback after {analysis.threshold} failed checks, "

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from activities import scope
-from canary import contract
+from canary import contract, providers
 from worker.connection import connect
 
 METRICS_ADDRESS_ENV = "COALMINE_WORKER_METRICS_ADDRESS"
@@ -21,6 +21,8 @@ DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 """Where `coalmine worker` serves /metrics unless told otherwise: this machine only. In a pod
 the Deployment sets `0.0.0.0:9464` so Prometheus can scrape it."""
 METRICS_SERVER_ENV = "COALMINE_METRICS_SERVER"
+MESH_PROVIDER_OPTION = "--mesh-provider"
+MESH_PROVIDER_ENV = "COALMINE_MESH_PROVIDER"
 QUIET_LOGGERS = ("httpx", "httpcore")
 """Loggers kept to warnings: httpx logs every request's URL at INFO, and an alert provider's
 URL is a secret."""
@@ -41,6 +43,7 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help=f"default Prometheus address (env {METRICS_SERVER_ENV})",
     )
     worker.add_argument("--task-queue", default=contract.TASK_QUEUE)
+    add_mesh_provider_argument(worker, "the router of a rollout whose input names none")
     worker.add_argument(
         "--metrics-address",
         default=os.environ.get(METRICS_ADDRESS_ENV),
@@ -74,12 +77,35 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
 
 
+def add_mesh_provider_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--mesh-provider`, as Flagger's `-mesh-provider` flag: the router of a Canary without
+    `spec.provider`."""
+    parser.add_argument(
+        MESH_PROVIDER_OPTION,
+        default=os.environ.get(MESH_PROVIDER_ENV, providers.DEFAULT_PROVIDER),
+        metavar="PROVIDER",
+        help=f"{what} (env {MESH_PROVIDER_ENV}, default {providers.DEFAULT_PROVIDER}; "
+        f"one of {', '.join(providers.router_names())})",
+    )
+
+
+def mesh_provider(value: str) -> str:
+    """`--mesh-provider` checked against the routers coalmine has; WorkerConfigError if not."""
+    if providers.router(value) is None:
+        raise WorkerConfigError(
+            f"{MESH_PROVIDER_OPTION} {value}: unknown provider "
+            f"(supported: {', '.join(providers.router_names())})"
+        )
+    return value
+
+
 def run(args: argparse.Namespace) -> None:
     """Run the worker until SIGTERM or SIGINT; WorkerConfigError when it cannot start."""
     from activities.alerts import AlertError
     from worker.main import metrics_runtime, run_worker
 
     worker_scope = scope_of(args)
+    default_provider = mesh_provider(args.mesh_provider)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -107,6 +133,7 @@ def run(args: argparse.Namespace) -> None:
             args.metrics_server,
             args.task_queue,
             worker_scope=worker_scope,
+            mesh_provider=default_provider,
             metrics_address=address,
             metrics_problem=problem,
         )

@@ -25,6 +25,7 @@ from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
 from activities.scope import WorkerScope
 from canary.contract import TASK_QUEUE
+from canary.providers import DEFAULT_PROVIDER
 from workflows import rollout_metrics
 from workflows.canary_workflow import CanaryWorkflow
 
@@ -57,13 +58,15 @@ def metrics_runtime(bind_address: str) -> Runtime:
 
 
 def worker_activities(
-    metrics_server: str, worker_scope: WorkerScope
+    metrics_server: str, worker_scope: WorkerScope, mesh_provider: str = DEFAULT_PROVIDER
 ) -> list[Callable[..., object]]:
     """The activities of a production worker; alert providers are read (and checked) here."""
     providers = alerts.AlertProviders.from_environment(
         secret_reader=alerts.KubernetesSecretReader(api_client_from_environment)
     )
-    rollout = RolloutActivities(api_client_from_environment, metrics_server, worker_scope)
+    rollout = RolloutActivities(
+        api_client_from_environment, metrics_server, worker_scope, mesh_provider=mesh_provider
+    )
     notify = NotifyActivities(providers, api_client_from_environment, worker_scope)
     return [*rollout.all(), *notify.all()]
 
@@ -92,6 +95,7 @@ async def run_worker(
     worker_scope: WorkerScope | None = None,
     metrics_address: str | None = None,
     metrics_problem: str | None = None,
+    mesh_provider: str = DEFAULT_PROVIDER,
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -103,7 +107,7 @@ async def run_worker(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     worker_scope = worker_scope or WorkerScope()
-    activities = worker_activities(metrics_server, worker_scope)
+    activities = worker_activities(metrics_server, worker_scope, mesh_provider)
     with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         worker = build_worker(client, activities, executor, task_queue)
         async with worker:

@@ -882,7 +882,7 @@ class CanaryWorkflow:
         unsent, self._unsent = self._unsent, []
         hook_events, self._unsent_hook_events = self._unsent_hook_events, []
         spec = self._canary.spec
-        alerted = bool(spec.analysis.alerts) or spec.target_ref.kind == "Deployment"
+        alerted = bool(spec.analysis.alerts) or traits(self._canary).kubernetes_events
         notifications = [
             contract.Notification(
                 kind=event.kind,

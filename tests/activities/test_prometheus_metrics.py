@@ -14,13 +14,9 @@ import pytest
 
 from activities import bounded_http
 from activities.errors import MetricsUnavailableError, PermanentError
-from activities.prometheus_metrics import (
-    BUILTIN_QUERIES,
-    PrometheusMetrics,
-    builtin_query,
-    render_query,
-)
-from canary.spec import BUILTIN_METRICS, QUERY_PLACEHOLDERS, ROUTER_BUILTIN_METRICS
+from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
+from canary import providers
+from canary.spec import BUILTIN_METRICS, QUERY_PLACEHOLDERS
 from tests.support.exporter import MetricsExporter
 from tests.support.hostile_http import ODDITIES, HostileServer
 from tests.support.net import free_port
@@ -31,6 +27,9 @@ TARGET = "podinfo"
 ODD_WORKLOAD = 'odd"name\\with-quote'
 """A label value holding `"` and `\\`: pasted unescaped, it would end the PromQL string."""
 DURATION_SHARES = {25.0: 0.50, 50.0: 0.30, 100.0: 0.15, 250.0: 0.03, 500.0: 0.02}
+HTTP_DURATION_SHARES = {ms / 1000: share for ms, share in DURATION_SHARES.items()}
+"""The same durations in seconds, as a workload's own `http_request_duration_seconds`."""
+CANARY_POD = f"{TARGET}-7d9f8b6c4-x2x9z"
 
 
 def istio_labels(workload: str, namespace: str = NAMESPACE, **extra: str) -> dict[str, str]:
@@ -71,6 +70,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
     duration = "istio_request_duration_milliseconds"
     exporter.set_histogram(duration, istio_labels(TARGET), 100.0, DURATION_SHARES)
     exporter.set_histogram(duration, istio_labels(f"{TARGET}-primary"), 100.0, {5000.0: 1.0})
+    # What the workload reports itself (the Gateway API router's built-in metrics): 95 of 100
+    # canary requests a second succeed; the primary's pods, with one more name part, fail.
+    http = "http_request_duration_seconds"
+    for pod, status, rate in (
+        (CANARY_POD, "200", 95.0),
+        (CANARY_POD, "503", 5.0),
+        (f"{TARGET}-primary-5c7d9b-q8r2t", "500", 50.0),
+    ):
+        labels = {"kubernetes_namespace": NAMESPACE, "kubernetes_pod_name": pod, "status": status}
+        exporter.set_histogram(http, labels, rate, HTTP_DURATION_SHARES)
 
     workdir = tmp_path_factory.mktemp("prometheus")
     scrape = static_scrape_config("istio", [exporter.target], scrape_interval="1s")
@@ -111,6 +120,20 @@ async def test_builtin_duration_is_the_p99_in_milliseconds(metrics: PrometheusMe
 
     assert expected == pytest.approx(375.0)
     assert await metrics.query_value(query) == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1"])
+async def test_gatewayapi_builtins_read_what_the_canary_pods_report(
+    metrics: PrometheusMetrics, provider: str
+) -> None:
+    def query(metric: str) -> str:
+        return builtin_query(provider, metric, namespace=NAMESPACE, target=TARGET, interval="1m")
+
+    success = await metrics.query_value(query("request-success-rate"))
+    duration = await metrics.query_value(query("request-duration"))
+
+    assert success == pytest.approx(95.0, abs=0.01)
+    assert duration == pytest.approx(prometheus_quantile(0.99, DURATION_SHARES), rel=1e-3)
 
 
 @pytest.mark.parametrize("metric", ["request-success-rate", "request-duration"])
@@ -206,6 +229,17 @@ async def test_invalid_promql_is_permanent_with_prometheus_error_text(
 async def test_a_range_vector_is_permanent(metrics: PrometheusMetrics) -> None:
     with pytest.raises(PermanentError, match="range vector"):
         await metrics.query_value("istio_requests_total[1m]")
+
+
+async def test_a_running_prometheus_is_available(metrics: PrometheusMetrics) -> None:
+    await metrics.check_available()
+
+
+async def test_a_closed_port_is_not_available(client: httpx.AsyncClient) -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+
+    with pytest.raises(MetricsUnavailableError, match="connection refused"):
+        await PrometheusMetrics(address, client).check_available()
 
 
 async def test_a_closed_port_is_unavailable(client: httpx.AsyncClient) -> None:
@@ -336,13 +370,16 @@ def test_render_fills_name_ingress_and_route_when_given() -> None:
     assert rendered == "canary test podinfo svc web public 1m"
 
 
-def test_the_capability_table_lists_exactly_the_builtin_queries() -> None:
-    """The loader refuses a built-in metric a router has no query for, from the table in
-    canary/; this keeps the table and the queries the same."""
-    for router, metrics in ROUTER_BUILTIN_METRICS.items():
-        assert set(metrics) <= set(BUILTIN_METRICS)
-        assert set(BUILTIN_QUERIES.get(router, {})) == set(metrics), router
-    assert set(BUILTIN_QUERIES) <= set(ROUTER_BUILTIN_METRICS)
+@pytest.mark.parametrize("router", providers.router_names())
+def test_every_builtin_query_of_the_capability_table_renders(router: str) -> None:
+    """The loader accepts a built-in metric when the router's table entry has a query for it;
+    the activity renders that same query, so it must render for every router that has it."""
+    entry = providers.router(router)
+    assert entry is not None
+    assert set(entry.builtin_metrics) <= set(BUILTIN_METRICS)
+    for metric in entry.builtin_metrics:
+        query = builtin_query(router, metric, namespace="ns", target="app", interval="30s")
+        assert "{{" not in query and "[30s]" in query, query
 
 
 @pytest.mark.parametrize(

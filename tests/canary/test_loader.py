@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from canary import loader
+from canary import loader, providers
 from canary.spec import Canary, Strategy, WebhookType
 
 SPECS = Path(__file__).parent / "specs"
@@ -286,7 +286,8 @@ def test_template_problems_come_with_the_other_problems() -> None:
     docs[1]["spec"]["provider"] = "foo"
     docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"]["name"] = "missing"
     assert problems_of(yaml.safe_dump_all(docs)) == [
-        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)",
+        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes, "
+        "gatewayapi:v1, gatewayapi:v1beta1)",
         "spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/missing not found "
         "(put it in the same file as the Canary)",
     ]
@@ -558,14 +559,18 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         ),
         pytest.param(
             {"spec.provider": "foo"},
-            ["spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)"],
+            [
+                "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes, "
+                "gatewayapi:v1, gatewayapi:v1beta1)"
+            ],
             id="provider-unknown",
         ),
         pytest.param(
             {"spec.provider": "linkerd"},
             [
                 "spec.provider: provider 'linkerd' is not supported by coalmine yet "
-                "(supported: istio, traefik, kubernetes)"
+                "(supported: istio, traefik, kubernetes, "
+                "gatewayapi:v1, gatewayapi:v1beta1)"
             ],
             id="provider-flagger-only",
         ),
@@ -606,7 +611,8 @@ def test_several_spec_problems_are_reported_together() -> None:
         }
     )
     assert problems_of(text) == [
-        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes)",
+        "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes, "
+        "gatewayapi:v1, gatewayapi:v1beta1)",
         "spec.targetRef.kind: unsupported kind 'StatefulSet' (supported: Deployment, LocalProcess)",
         "spec.analysis.maxWeight: must be between 1 and 100 (got 120)",
         "spec.analysis.metrics[0].thresholdRange: min must not exceed max (99 > 50)",
@@ -1192,12 +1198,13 @@ def test_other_kinds_in_the_file_are_ignored_with_one_warning() -> None:
     assert result.canary.spec.analysis.metrics[1].query == docs[0]["spec"]["query"]
 
 
-@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1", "knative", "nginx"])
+@pytest.mark.parametrize("provider", ["linkerd", "contour:v2", "knative", "nginx"])
 def test_a_flagger_provider_coalmine_lacks_is_named_before_field_errors(provider: str) -> None:
     problems = problems_of(edited({"spec.provider": provider, "spec.service.port": DELETE}))
     assert problems == [
         f"spec.provider: provider '{provider}' is not supported by coalmine yet "
-        "(supported: istio, traefik, kubernetes)",
+        "(supported: istio, traefik, kubernetes, "
+        "gatewayapi:v1, gatewayapi:v1beta1)",
         "spec.service.port: is required",
     ]
 
@@ -1228,3 +1235,183 @@ def test_a_custom_metric_with_provider_kubernetes_loads() -> None:
         }
     )
     assert load(text).canary.spec.analysis.metrics[0].query is not None
+
+
+# -- what the router can do (canary.providers) -------------------------------------------------
+
+
+AB_TESTING = {**NO_WEIGHTS, "spec.analysis.iterations": 5}
+
+
+@pytest.mark.parametrize(
+    ("doc", "match", "expected"),
+    [
+        pytest.param(
+            "demo",
+            [{"sourceLabels": {"app": "frontend"}}],
+            "spec.analysis.match[0].sourceLabels: provider 'traefik' cannot match on it "
+            "(it matches headers, method, queryParams, uri)",
+            id="traefik-sourceLabels",
+        ),
+        pytest.param(
+            "demo",
+            [{"uri": {"suffix": ".html"}}],
+            "spec.analysis.match[0].uri: provider 'traefik' takes one of exact, prefix, regex here",
+            id="traefik-uri-suffix",
+        ),
+        pytest.param(
+            "demo",
+            [{"method": {"exact": "GET"}, "headers": {"x-canary": "yes"}}],
+            "spec.analysis.match[0].headers.x-canary: provider 'traefik' takes one of exact, "
+            "prefix, regex, suffix here",
+            id="traefik-header-without-kind",
+        ),
+        pytest.param(
+            "podinfo",
+            [{"headers": {"x-canary": {"exact": "1"}}}, {"cookies": {"exact": "canary"}}],
+            "spec.analysis.match[1].cookies: provider 'istio' cannot match on it (it matches "
+            + ", ".join(sorted(providers.ISTIO_MATCH_FIELDS))
+            + ")",
+            id="istio-unknown-field",
+        ),
+    ],
+)
+def test_a_match_the_router_cannot_apply_is_refused(
+    doc: str, match: list[dict[str, Any]], expected: str
+) -> None:
+    base = demo_doc() if doc == "demo" else podinfo_doc()
+    edits = {**AB_TESTING, "spec.analysis.match": match}
+    assert problems_of(edited(edits, base)) == [expected]
+
+
+@pytest.mark.parametrize("doc", ["demo", "podinfo"])
+def test_header_cookie_and_query_matches_load_on_routers_that_apply_them(doc: str) -> None:
+    match = [
+        {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}},
+        {"queryParams": {"canary": {"exact": "yes"}}},
+    ]
+    base = demo_doc() if doc == "demo" else podinfo_doc()
+    canary = load(edited({**AB_TESTING, "spec.analysis.match": match}, base)).canary
+    assert canary.spec.analysis.strategy == Strategy.AB_TESTING
+    assert canary.spec.analysis.match == match
+
+
+def test_a_canary_without_provider_gets_the_default_provider() -> None:
+    text = edited({"spec.provider": DELETE})
+    assert load(text).canary.spec.provider == "istio"
+    assert load(text).default_provider
+    assert not load(edited({})).default_provider
+
+    blue_green = edited({"spec.provider": DELETE, **AB_TESTING, "spec.analysis.metrics": []})
+    loaded = loader.load_canary(blue_green, SOURCE, default_provider="kubernetes")
+    assert loaded.canary.spec.provider == "kubernetes"
+    assert problems_of_default(edited({"spec.provider": DELETE}), "kubernetes") == [
+        "spec.analysis.stepWeight: provider 'kubernetes' has no traffic router; "
+        "use iterations (blue/green)",
+        "spec.analysis.metrics[0]: built-in metric 'request-success-rate' has no query for "
+        "provider 'kubernetes' (it routes no traffic to measure); give the metric a query "
+        "or templateRef",
+        "spec.analysis.metrics[1]: built-in metric 'request-duration' has no query for "
+        "provider 'kubernetes' (it routes no traffic to measure); give the metric a query "
+        "or templateRef",
+    ]
+
+
+def problems_of_default(text: str, default_provider: str) -> list[str]:
+    with pytest.raises(loader.SpecError) as raised:
+        loader.load_canary(text, SOURCE, default_provider=default_provider)
+    return raised.value.problems
+
+
+def test_a_metric_template_names_its_metrics_provider() -> None:
+    canary = load(read("podinfo-metric-template.yaml")).canary
+    from_template = [m for m in canary.spec.analysis.metrics if m.template_ref is not None]
+    assert from_template
+    assert {metric.metrics_provider for metric in from_template} == {"prometheus"}
+
+
+def test_an_unknown_metrics_provider_written_on_a_metric_is_refused() -> None:
+    problems = problems_of(edited({"spec.analysis.metrics[0].metricsProvider": "datadog"}))
+    assert problems == [
+        "spec.analysis.metrics[0].metricsProvider: unknown metrics provider 'datadog' "
+        "(supported: prometheus)"
+    ]
+
+
+# -- Gateway API -----------------------------------------------------------------------------
+
+
+def gatewayapi_doc() -> list[Any]:
+    return list(yaml.safe_load_all(read("gatewayapi-podinfo.yaml")))
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1"])
+def test_flaggers_gatewayapi_tutorial_canary_loads_with_that_mesh_provider(provider: str) -> None:
+    loaded = loader.load_canary(read("gatewayapi-podinfo.yaml"), SOURCE, provider)
+    canary = loaded.canary
+    assert loaded.warnings == []
+    assert loaded.default_provider
+    assert canary.spec.provider == provider
+    refs = canary.spec.service.gateway_refs
+    assert [(ref.name, ref.namespace) for ref in refs] == [("gateway", "istio-ingress")]
+    assert canary.spec.service.hosts == ["www.example.com"]
+    assert canary.spec.analysis.weights == [10, 20, 30, 40, 50]
+    assert [metric.metrics_server for metric in canary.spec.analysis.metrics] == [
+        "http://prometheus.istio-system:9090"
+    ] * 2
+
+
+def test_gatewayapi_needs_gateway_refs() -> None:
+    docs = gatewayapi_doc()
+    del docs[-1]["spec"]["service"]["gatewayRefs"]
+    docs[-1]["spec"]["provider"] = "gatewayapi:v1"
+    assert problems_of(yaml.safe_dump_all(docs)) == [
+        "spec.service.gatewayRefs: required with provider 'gatewayapi:v1'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("match", "expected"),
+    [
+        (
+            {"headers": {"x-canary": {"prefix": "in"}}},
+            "spec.analysis.match[0].headers.x-canary: provider 'gatewayapi:v1' takes one of "
+            "exact, regex here",
+        ),
+        (
+            {"sourceLabels": {"app": "web"}},
+            "spec.analysis.match[0].sourceLabels: provider 'gatewayapi:v1' cannot match on it "
+            "(it matches headers, method, queryParams, uri)",
+        ),
+    ],
+)
+def test_gatewayapi_refuses_a_match_an_http_route_cannot_express(
+    match: dict[str, Any], expected: str
+) -> None:
+    docs = gatewayapi_doc()
+    analysis = docs[-1]["spec"]["analysis"]
+    analysis.update(iterations=10, match=[match])
+    del analysis["maxWeight"], analysis["stepWeight"]
+    docs[-1]["spec"]["provider"] = "gatewayapi:v1"
+    assert problems_of(yaml.safe_dump_all(docs)) == [expected]
+
+
+def test_gatewayapi_has_the_builtin_metrics_of_flaggers_observer() -> None:
+    text = edited(
+        {
+            "spec.provider": "gatewayapi:v1",
+            "spec.service.gatewayRefs": [{"name": "gateway"}],
+            "spec.analysis.webhooks": [],
+        }
+    )
+    canary = load(text).canary
+    assert [metric.name for metric in canary.spec.analysis.metrics] == [
+        "request-success-rate",
+        "request-duration",
+    ]
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi", "gatewayapi:v2"])
+def test_gatewayapi_needs_a_known_version(provider: str) -> None:
+    problems = problems_of(edited({"spec.provider": provider}))
+    assert problems[0].startswith(f"spec.provider: unknown provider '{provider}' (supported: ")

@@ -39,8 +39,10 @@ class Run:
     err: str
 
 
-async def coalmine(*args: str, address: str) -> Run:
+async def coalmine(*args: str, address: str, extra_env: dict[str, str] | None = None) -> Run:
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": "default"}
+    env.pop("COALMINE_MESH_PROVIDER", None)
+    env.update(extra_env or {})
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -254,6 +256,60 @@ async def test_validate_json_prints_the_normalized_spec(tmp_path: Path) -> None:
     assert (analysis["interval"], analysis["maxWeight"], analysis["stepWeight"]) == ("1m", 50, 10)
     assert analysis["metrics"][0]["thresholdRange"] == {"min": 99.0, "max": None}
     assert "deprecated" in run.err
+
+
+def without_provider(tmp_path: Path) -> Path:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    del document["spec"]["provider"]
+    path = tmp_path / "no-provider.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+async def test_validate_names_the_default_provider_it_used(tmp_path: Path) -> None:
+    run = await coalmine("validate", "-f", str(without_provider(tmp_path)), address="unused:1")
+    assert run.code == 0, run.err
+    assert "  provider:  istio (the default, --mesh-provider)" in run.out.splitlines()
+
+    as_json = await coalmine(
+        "validate", "-f", str(without_provider(tmp_path)), "--json", address="unused:1"
+    )
+    assert json.loads(as_json.out)["spec"]["provider"] == "istio"
+
+    named = await coalmine("validate", "-f", str(EXAMPLE), address="unused:1")
+    assert "  provider:  istio" in named.out.splitlines()
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+async def test_the_mesh_provider_is_the_router_of_a_canary_without_one(
+    tmp_path: Path, how: str
+) -> None:
+    """`kubernetes` has no traffic router, so the example's stepWeight is refused with it."""
+    path = str(without_provider(tmp_path))
+    if how == "option":
+        run = await coalmine("validate", "-f", path, "--mesh-provider", "kubernetes", address="x:1")
+    else:
+        env = {"COALMINE_MESH_PROVIDER": "kubernetes"}
+        run = await coalmine("validate", "-f", path, address="x:1", extra_env=env)
+    assert run.code == 2
+    assert run.err.splitlines()[0] == (
+        "error: spec.analysis.stepWeight: provider 'kubernetes' has no traffic router; "
+        "use iterations (blue/green)"
+    )
+
+    named = await coalmine(
+        "validate", "-f", str(EXAMPLE), "--mesh-provider", "kubernetes", address="x:1"
+    )
+    assert named.code == 0, "a spec that names its provider keeps it"
+
+
+async def test_an_unknown_mesh_provider_is_refused(tmp_path: Path) -> None:
+    run = await coalmine("validate", "-f", str(EXAMPLE), "--mesh-provider", "nginx", address="x:1")
+    assert run.code == 2
+    assert run.err.strip() == (
+        "error: --mesh-provider nginx: unknown provider (supported: istio, traefik, kubernetes, "
+        "gatewayapi:v1, gatewayapi:v1beta1)"
+    )
 
 
 @pytest.mark.parametrize(

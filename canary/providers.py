@@ -1,0 +1,215 @@
+"""What each provider can do (pure data): the one table the loader and the activities read.
+
+A router entry says what traffic shaping it applies, which target kinds it routes and which
+built-in checks it has a query for (its "observer", as Flagger calls it). The loader refuses a
+spec that asks for more than its router can do; the activities' registry builds one router
+per entry. Adding a router: an entry here, a module in `activities/` and one line in
+`activities.providers`.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from canary import targets
+from canary.spec import LOCAL_KIND
+
+DEPLOYMENT_KIND = "Deployment"
+DEFAULT_PROVIDER = "istio"
+"""The router of a Canary without `spec.provider`, unless `--mesh-provider` names another."""
+
+TARGET_KINDS = tuple(targets.TRAITS)
+"""The target kinds coalmine runs; their traits are in `canary.targets`."""
+
+METRICS_PROVIDERS = ("prometheus",)
+"""The metrics providers (a MetricTemplate's `spec.provider.type`) the worker can query."""
+DEFAULT_METRICS_PROVIDER = "prometheus"
+
+
+@dataclass(frozen=True)
+class RouterCapabilities:
+    target_kinds: tuple[str, ...]
+    weights: bool
+    """Splits traffic by weight (canary strategy); without it only iterations (blue/green)."""
+    match_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """The fields of an `analysis.match` entry it applies (A/B testing; empty: none), each
+    with the Istio StringMatch kinds it takes (`exact`, `regex`...; empty: not checked)."""
+    cookie_match: bool = False
+    """Matches a `cookie` header condition (Flagger's cookie-based A/B testing)."""
+    mirroring: bool = False
+    session_affinity: bool = False
+    builtin_metrics: Mapping[str, str] = field(default_factory=dict)
+    """Built-in check -> PromQL template, with the placeholders of a custom query."""
+    versions: tuple[str, ...] = ()
+    """Versions a provider name may carry (`gatewayapi:v1`), "" for none; empty: the bare
+    name only."""
+    required_service_fields: tuple[str, ...] = ()
+    """`spec.service` fields the router cannot work without."""
+
+    @property
+    def header_match(self) -> bool:
+        return "headers" in self.match_fields
+
+
+_ISTIO_WORKLOAD = (
+    'reporter="destination", destination_workload_namespace="{{ namespace }}", '
+    'destination_workload=~"{{ target }}"'
+)
+_ISTIO_METRICS = {
+    "request-success-rate": (
+        "sum(rate(istio_requests_total{"
+        + _ISTIO_WORKLOAD
+        + ', response_code!~"5.."}[{{ interval }}]))'
+        + " / sum(rate(istio_requests_total{"
+        + _ISTIO_WORKLOAD
+        + "}[{{ interval }}])) * 100"
+    ),
+    "request-duration": (
+        "histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{"
+        + _ISTIO_WORKLOAD
+        + "}[{{ interval }}])))"
+    ),
+}
+
+_TRAEFIK_CANARY = 'service="{{ target }}-canary@file"'
+"""Traefik labels a file-provider service's metrics `service="<name>@file"`; the canary's own
+service is `<target>-canary` (see activities.traefik_router)."""
+_TRAEFIK_METRICS = {
+    "request-success-rate": (
+        "(sum(rate(traefik_service_requests_total{"
+        + _TRAEFIK_CANARY
+        + ', code!~"5.."}[{{ interval }}])) or vector(0))'
+        + " / sum(rate(traefik_service_requests_total{"
+        + _TRAEFIK_CANARY
+        + "}[{{ interval }}])) * 100"
+    ),
+    "request-duration": (
+        "histogram_quantile(0.99, sum by (le) ("
+        + "rate(traefik_service_request_duration_seconds_bucket{"
+        + _TRAEFIK_CANARY
+        + "}[{{ interval }}]))) * 1000"
+    ),
+}
+
+ISTIO_MATCH_FIELDS: Mapping[str, frozenset[str]] = dict.fromkeys(
+    (
+        "name",
+        "uri",
+        "scheme",
+        "method",
+        "authority",
+        "headers",
+        "withoutHeaders",
+        "port",
+        "queryParams",
+        "ignoreUriCase",
+        "sourceLabels",
+        "sourceNamespace",
+        "gateways",
+        "statPrefix",
+    ),
+    frozenset(),
+)
+"""Istio's HTTPMatchRequest fields: the router writes `analysis.match` into the VirtualService
+as it is, and Istio checks it."""
+NAMED_MATCH_FIELDS = ("headers", "queryParams", "withoutHeaders")
+"""Match fields that map names to conditions; the others are one condition."""
+
+_HTTP_SELECTOR = (
+    'kubernetes_namespace="{{ namespace }}", '
+    'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+)
+"""The canary's pods (`<target>-<replicaset hash>-<pod>`; the primary's have one more part)."""
+_HTTP_METRICS = {
+    "request-success-rate": (
+        "sum(rate(http_request_duration_seconds_count{"
+        + _HTTP_SELECTOR
+        + ', status!~"5.*"}[{{ interval }}]))'
+        + " / sum(rate(http_request_duration_seconds_count{"
+        + _HTTP_SELECTOR
+        + "}[{{ interval }}])) * 100"
+    ),
+    "request-duration": (
+        "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{"
+        + _HTTP_SELECTOR
+        + "}[{{ interval }}]))) * 1000"
+    ),
+}
+"""What the workload itself reports (Flagger's observer for Gateway API): the percent of
+non-5xx requests, and the p99 of its request durations in milliseconds."""
+
+ROUTERS: Mapping[str, RouterCapabilities] = {
+    "istio": RouterCapabilities(
+        target_kinds=(DEPLOYMENT_KIND,),
+        weights=True,
+        match_fields=ISTIO_MATCH_FIELDS,
+        cookie_match=True,
+        mirroring=True,
+        builtin_metrics=_ISTIO_METRICS,
+    ),
+    "traefik": RouterCapabilities(
+        target_kinds=(LOCAL_KIND,),
+        weights=True,
+        match_fields={
+            "headers": frozenset({"exact", "prefix", "suffix", "regex"}),
+            "queryParams": frozenset({"exact", "prefix", "suffix", "regex"}),
+            "uri": frozenset({"exact", "prefix", "regex"}),
+            "method": frozenset({"exact"}),
+        },
+        cookie_match=True,
+        mirroring=True,
+        builtin_metrics=_TRAEFIK_METRICS,
+    ),
+    "kubernetes": RouterCapabilities(target_kinds=(DEPLOYMENT_KIND,), weights=False),
+    "gatewayapi": RouterCapabilities(
+        target_kinds=(DEPLOYMENT_KIND,),
+        weights=True,
+        match_fields={
+            "headers": frozenset({"exact", "regex"}),
+            "queryParams": frozenset({"exact", "regex"}),
+            "uri": frozenset({"exact", "prefix", "regex"}),
+            "method": frozenset({"exact"}),
+        },
+        cookie_match=True,
+        builtin_metrics=_HTTP_METRICS,
+        versions=("v1", "v1beta1"),
+        required_service_fields=("gatewayRefs",),
+    ),
+}
+"""Routers coalmine implements; `kubernetes` means no traffic router (blue/green only), so
+it has nothing to measure either."""
+
+FLAGGER_ONLY_PROVIDERS = (
+    "linkerd",
+    "appmesh",
+    "contour",
+    "gloo",
+    "nginx",
+    "skipper",
+    "osm",
+    "kuma",
+    "apisix",
+    "knative",
+    "smi",
+    "supergloo",
+)
+"""Flagger's providers that coalmine lacks; a version suffix (`gatewayapi:v1`) is allowed."""
+
+
+def router(provider: str) -> RouterCapabilities | None:
+    """The entry of `provider` as a spec names it (`name` or `name:version`), else None."""
+    name, colon, version = provider.partition(":")
+    entry = ROUTERS.get(name)
+    if entry is None or (colon and version not in entry.versions):
+        return None
+    if not colon and entry.versions and "" not in entry.versions:
+        return None
+    return entry
+
+
+def router_names() -> list[str]:
+    """Every provider name a spec may use, versions spelt out."""
+    return [
+        f"{name}:{version}" if version else name
+        for name, entry in ROUTERS.items()
+        for version in (entry.versions or ("",))
+    ]
