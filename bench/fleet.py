@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError
 
 from bench.procstat import CpuSampler, peak_rss_bytes
@@ -273,9 +274,7 @@ async def history_figures(client: Client, ids: list[str], interval: float) -> Hi
             index
             for index, event in enumerate(events)
             if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED
-            and event.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
-            .total_seconds()
-            == interval
+            and _timer_seconds(event) == interval
         ]
         if len(timers) >= 2:
             spans = len(timers) - 1
@@ -287,6 +286,11 @@ async def history_figures(client: Client, ids: list[str], interval: float) -> Hi
         events_per_rollout=statistics.mean(totals_events),
         bytes_per_rollout=statistics.mean(totals_bytes),
     )
+
+
+def _timer_seconds(event: HistoryEvent) -> float:
+    timeout = event.timer_started_event_attributes.start_to_fire_timeout
+    return float(timeout.ToTimedelta().total_seconds())
 
 
 async def _start_all(client: Client, canaries: list[Canary]) -> list[str]:
@@ -372,8 +376,7 @@ def _cpu_per_step(
     step, before the first last step): nothing but steps ran then. None when that window is
     shorter than an interval."""
     groups = [
-        [c for c in group if c["name"] == contract.OBSERVE]
-        for group in by_workflow(calls).values()
+        [c for c in group if c["name"] == contract.OBSERVE] for group in by_workflow(calls).values()
     ]
     groups = [group for group in groups if group]
     if not groups:

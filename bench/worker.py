@@ -9,8 +9,8 @@ import concurrent.futures
 import json
 import os
 import signal
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from bench.fakes import NoopActivities
