@@ -8,9 +8,11 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from bench.embedded import single_rollout
 from bench.fleet import DevServer, FleetCase, detection_latency, run_fleet
@@ -138,7 +140,12 @@ async def run_on_dev_server(profile: Profile, state_dir: Path, report: Report) -
         server.stop()
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="every case at a toy size")
     parser.add_argument("--long", action="store_true", help="add 1,000 rollouts at 60 s")
@@ -160,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlatformError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: stopped everything the bench started", file=sys.stderr)
+        return 130
     text = render(report)
     print(text)
     Path(args.out).write_text(text)

@@ -63,7 +63,7 @@ class NoopActivities:
         info = activity.info()
         self.calls.append(
             Call(
-                workflow_id=info.workflow_id,
+                workflow_id=info.workflow_id or "",
                 name=name,
                 scheduled=info.current_attempt_scheduled_time.timestamp(),
                 started=started,

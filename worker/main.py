@@ -78,9 +78,9 @@ def worker_activities(
 class WorkerTuning:
     """How much one worker process takes on at once (see the README's Scale section).
 
-    None leaves the SDK's default; 1000 cached workflows is the SDK's. Keep `max_cached_workflows` at or above the number of
-    rollouts the worker carries: an evicted rollout is replayed from its whole history at its
-    next step."""
+    None leaves the SDK's default (1000 cached workflows is the SDK's too). Keep
+    `max_cached_workflows` at or above the number of rollouts the worker carries: an evicted
+    rollout is replayed from its whole history at its next step."""
 
     max_cached_workflows: int = 1000
     max_concurrent_workflow_tasks: int | None = None
