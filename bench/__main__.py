@@ -19,6 +19,7 @@ from bench.fleet import DevServer, FleetCase, detection_latency, run_fleet
 from bench.report import Report, render
 from bench.startlatency import import_profile, start_latencies
 from demo.platform import PlatformError
+from starter.cli import Refused
 
 STATE_DIR = Path(".coalmine") / "bench"
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir / "embedded", profile.single_interval, profile.single_steps
         )
         print("  done: single rollout on the embedded platform", flush=True)
-    except PlatformError as error:
+    except (PlatformError, Refused) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -25,11 +25,12 @@ from canary import contract
 from canary.loader import load_canary
 from canary.spec import Canary
 from demo.platform import ManagedProcess, PlatformError, find_program, free_port
-from starter.cli import start_rollout
+from starter.cli import AlreadyRunning, Refused, start_rollout
 from worker.connection import connect
 
 REPO = Path(__file__).resolve().parents[1]
-STARTS_AT_ONCE = 64
+STARTS_AT_ONCE = 32
+START_ATTEMPTS = 5
 """Start requests in flight together: the burst is as fast as the server takes them."""
 HISTORY_SAMPLE = 10
 IMAGE = "v2"
@@ -153,6 +154,7 @@ class FleetResult:
     bytes_per_rollout: float
     steps_per_second: float
     failed: int
+    start_retries: int
 
 
 class Workers:
@@ -293,15 +295,33 @@ def _timer_seconds(event: HistoryEvent) -> float:
     return float(timeout.ToTimedelta().total_seconds())
 
 
-async def _start_all(client: Client, canaries: list[Canary]) -> list[str]:
+@dataclass
+class Starts:
+    ids: list[str]
+    retried: int
+    """Start requests that timed out (the server was busy) and were sent again."""
+
+
+async def _start_all(client: Client, canaries: list[Canary]) -> Starts:
+    """Start every rollout, as CI jobs would: a start that times out is sent again, and one
+    that had gone through after all (AlreadyRunning) counts as started."""
     gate = asyncio.Semaphore(STARTS_AT_ONCE)
+    retried = 0
 
     async def start(canary: Canary) -> str:
+        nonlocal retried
         async with gate:
-            handle = await start_rollout(client, canary, IMAGE)
-            return handle.id
+            for _attempt in range(START_ATTEMPTS - 1):
+                try:
+                    return (await start_rollout(client, canary, IMAGE)).id
+                except AlreadyRunning as running:
+                    return running.workflow_id
+                except Refused:
+                    retried += 1
+            return (await start_rollout(client, canary, IMAGE)).id
 
-    return await asyncio.gather(*(start(canary) for canary in canaries))
+    ids = await asyncio.gather(*(start(canary) for canary in canaries))
+    return Starts(ids, retried)
 
 
 async def _wait_all(client: Client, ids: list[str]) -> int:
@@ -333,7 +353,8 @@ async def run_fleet(
     try:
         sampler.start()
         begun = time.time()
-        ids = await _start_all(client, canaries)
+        starts = await _start_all(client, canaries)
+        ids = starts.ids
         failed = await _wait_all(client, ids)
         ended = time.time()
         rss = workers.peak_rss_bytes()
@@ -366,6 +387,7 @@ async def run_fleet(
         bytes_per_rollout=history.bytes_per_rollout,
         steps_per_second=len(observes) / (ended - begun),
         failed=failed,
+        start_retries=starts.retried,
     )
 
 
@@ -404,8 +426,8 @@ async def detection_latency(
     workers = Workers(server, FleetCase(rollouts, interval), folder)
     workers.start()
     try:
-        ids = await _start_all(client, canaries)
-        await _wait_all(client, ids)
+        starts = await _start_all(client, canaries)
+        await _wait_all(client, starts.ids)
     finally:
         calls = workers.stop()
     latencies: list[float] = []

@@ -26,6 +26,7 @@ FLEET_COLUMNS = (
     "bytes per rollout",
     "steps per second",
     "failed",
+    "start retries",
 )
 
 
@@ -78,6 +79,7 @@ def fleet_row(result: FleetResult) -> str:
         _n(result.bytes_per_rollout),
         _n(result.steps_per_second, 1),
         str(result.failed),
+        str(result.start_retries),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -120,6 +122,8 @@ def render(report: Report) -> str:
         "  its steps.",
         "- *events and bytes*: from 10 sampled histories; per step = from one analysis timer",
         "  to the next.",
+        "- *start retries*: start requests that timed out (10 s) while the server was busy and",
+        "  were sent again, as a CI job would.",
         "",
         *fleet_table(report.fleet),
     ]

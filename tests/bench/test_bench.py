@@ -101,4 +101,4 @@ def test_the_smoke_run_prints_and_writes_every_figure(tmp_path: Path) -> None:
     assert "verdict Succeeded" in written
     fleet_rows = [line for line in written.splitlines() if line.startswith("| 5 @ 1s")]
     assert len(fleet_rows) == 3, written  # the fleet case and the two scaling cases
-    assert all(row.endswith("| 0 |") for row in fleet_rows), written
+    assert all(row.split("|")[-3].strip() == "0" for row in fleet_rows), written  # none failed
