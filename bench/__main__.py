@@ -10,12 +10,13 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from bench.embedded import single_rollout
-from bench.fleet import DevServer, FleetCase, detection_latency, run_fleet
+from bench.fleet import DevServer, FleetCase, FleetResult, detection_latency, run_fleet
 from bench.report import Report, render
 from bench.startlatency import import_profile, start_latencies
 from demo.platform import PlatformError
@@ -42,15 +43,15 @@ class Profile:
 def full_profile(long: bool) -> Profile:
     fleet = [
         FleetCase(100, 10),
-        FleetCase(1000, 10),
         FleetCase(100, 60, steps=3),
+        FleetCase(1000, 10),
     ]
     if long:
         fleet.append(FleetCase(1000, 60, steps=3))
-    scaling_load = FleetCase(300, 1, label="300 @ 1s, 1 worker")
+    scaling_load = FleetCase(200, 1, label="200 @ 1s, 1 worker")
     return Profile(
         fleet=tuple(fleet),
-        scaling=(scaling_load, FleetCase(300, 1, workers=2, label="300 @ 1s, 2 workers")),
+        scaling=(scaling_load, FleetCase(200, 1, workers=2, label="200 @ 1s, 2 workers")),
         levers=(
             (
                 "sandbox passthrough of canary, pydantic, yaml",
@@ -98,31 +99,22 @@ def smoke_profile() -> Profile:
     )
 
 
-async def run_on_dev_server(profile: Profile, state_dir: Path, report: Report) -> None:
+async def run_on_dev_server(
+    profile: Profile, state_dir: Path, report: Report, save: Callable[[], None]
+) -> None:
+    """The cases on one dev server, cheapest and most telling first; `save` after each, so
+    a run cut short still leaves its figures."""
     server = DevServer(state_dir)
     client = await server.start()
+
+    async def fleet(case: FleetCase, folder: str) -> FleetResult:
+        result = await run_fleet(server, client, case, state_dir / folder, folder)
+        print(f"  done: {case.name}", flush=True)
+        return result
+
     try:
-        for number, case in enumerate(profile.fleet):
-            result = await run_fleet(
-                server, client, case, state_dir / f"fleet-{number}", f"f{number}"
-            )
-            report.fleet.append(result)
-            print(f"  done: {case.name}", flush=True)
-        for number, case in enumerate(profile.scaling):
-            result = await run_fleet(
-                server, client, case, state_dir / f"scale-{number}", f"s{number}"
-            )
-            report.scaling.append(result)
-            print(f"  done: {case.name}", flush=True)
-        for number, (lever, without, with_it) in enumerate(profile.levers):
-            off = await run_fleet(
-                server, client, without, state_dir / f"lever-{number}-off", f"l{number}off"
-            )
-            on = await run_fleet(
-                server, client, with_it, state_dir / f"lever-{number}-on", f"l{number}on"
-            )
-            report.levers.append((lever, off, on))
-            print(f"  done: {lever}", flush=True)
+        report.fleet.append(await fleet(profile.fleet[0], "fleet-0"))
+        save()
         report.detection = await detection_latency(
             server,
             client,
@@ -132,11 +124,23 @@ async def run_on_dev_server(profile: Profile, state_dir: Path, report: Report) -
             profile.detection_threshold,
         )
         report.detection_threshold = profile.detection_threshold
-        print("  done: detection", flush=True)
-        # Last: these rollouts stay pending (no worker takes them).
-        report.start = start_latencies(server, state_dir / "start", profile.start_runs)
+        report.start = await start_latencies(
+            server, client, state_dir / "start", profile.start_runs
+        )
         report.imports = import_profile()
-        print("  done: coalmine start", flush=True)
+        save()
+        for number, (lever, without, with_it) in enumerate(profile.levers):
+            off = await fleet(without, f"lever-{number}-off")
+            on = await fleet(with_it, f"lever-{number}-on")
+            report.levers.append((lever, off, on))
+            save()
+            if number == 0:
+                for scale_number, case in enumerate(profile.scaling):
+                    report.scaling.append(await fleet(case, f"scale-{scale_number}"))
+                save()
+        for number, case in enumerate(profile.fleet[1:], start=1):
+            report.fleet.append(await fleet(case, f"fleet-{number}"))
+            save()
     finally:
         server.stop()
 
@@ -159,21 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     state_dir.mkdir(parents=True)
     report = Report(long=args.long, smoke=args.smoke)
     print(f"bench: logs under {state_dir}", flush=True)
+
+    def save() -> None:
+        Path(args.out).write_text(render(report))
+
     try:
-        asyncio.run(run_on_dev_server(profile, state_dir / "dev-server", report))
         report.single = single_rollout(
             state_dir / "embedded", profile.single_interval, profile.single_steps
         )
         print("  done: single rollout on the embedded platform", flush=True)
+        asyncio.run(run_on_dev_server(profile, state_dir / "dev-server", report, save))
     except (PlatformError, Refused) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: stopped everything the bench started", file=sys.stderr)
         return 130
-    text = render(report)
-    print(text)
-    Path(args.out).write_text(text)
+    save()
+    print(render(report))
     print(f"bench: wrote {args.out}")
     return 0
 

@@ -5,12 +5,18 @@ import sys
 import time
 from pathlib import Path
 
+from temporalio.client import Client
+
 from bench.fleet import REPO, DevServer, canary_yaml
+from canary.loader import load_canary
 from demo.platform import find_program
+from starter.cli import Refused
 
 
-def start_latencies(server: DevServer, folder: Path, runs: int) -> list[float]:
-    """Each run starts a new rollout (no worker takes it: only the start is measured)."""
+async def start_latencies(
+    server: DevServer, client: Client, folder: Path, runs: int
+) -> list[float]:
+    """Each run starts a new rollout, terminated once measured (only the start counts)."""
     folder.mkdir(parents=True, exist_ok=True)
     coalmine = find_program("coalmine", "pip install -e . in this repo")
     latencies: list[float] = []
@@ -28,7 +34,9 @@ def start_latencies(server: DevServer, folder: Path, runs: int) -> list[float]:
         )
         latencies.append(time.monotonic() - begun)
         if done.returncode != 0:
-            raise RuntimeError(f"coalmine start failed: {done.stderr.strip()}")
+            raise Refused(f"coalmine start failed: {done.stderr.strip()}")
+        canary = load_canary(spec.read_text(), str(spec)).canary
+        await client.get_workflow_handle(canary.workflow_id).terminate("measured its start")
     return latencies
 
 
