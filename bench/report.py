@@ -6,10 +6,13 @@ import platform
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bench.embedded import SingleRollout
 from bench.fleet import FleetResult
 
+NOTES = Path(__file__).with_name("notes.md")
+"""What the tables mean and what was decided from them, written by hand."""
 FLEET_COLUMNS = (
     "case",
     "workers",
@@ -46,6 +49,7 @@ class Report:
     machine: str = field(
         default_factory=lambda: f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
+    load_at_start: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
 def _n(value: float, digits: int = 0) -> str:
@@ -71,7 +75,7 @@ def fleet_row(result: FleetResult) -> str:
         _n(result.drain_seconds, 1),
         cpu_step,
         _n(result.cpu_per_rollout_ms),
-        _n(result.cpu_fixed_per_rollout_ms),
+        _n(result.cpu_fixed_per_rollout_ms) if result.cpu_per_step_window else "n/a",
         _n(result.peak_rss_mib),
         _n(result.events_per_step, 1),
         _n(result.bytes_per_step),
@@ -103,6 +107,8 @@ def render(report: Report) -> str:
         "The machine is shared and busy (other test runs use its two cores at the same time),",
         "so absolute times move from run to run: quote the ratios and compare rows of one run.",
         "The dev server, the worker processes and the bench itself share the same cores.",
+        f"Load average (1 min) when the run began: {report.load_at_start:.1f}; when this was "
+        f"written: {os.getloadavg()[0]:.1f}.",
         "",
         "## N concurrent rollouts",
         "",
@@ -118,8 +124,8 @@ def render(report: Report) -> str:
         "  its first analysis interval.",
         "- *worker CPU* (user + system, from /proc, summed over the worker processes): per step",
         "  while every rollout was analysing (`(avg)`: the run was too short for that window,",
-        "  whole run / steps); per rollout: the whole run / rollouts; fixed: per rollout minus",
-        "  its steps.",
+        "  whole run / steps, and no fixed part); per rollout: the whole run / rollouts; fixed:",
+        "  per rollout minus its steps.",
         "- *events and bytes*: from 10 sampled histories; per step = from one analysis timer",
         "  to the next.",
         "- *start retries*: start requests that timed out (10 s) while the server was busy and",
@@ -200,6 +206,8 @@ def render(report: Report) -> str:
             f"- wall {_n(single.wall_seconds, 1)} s, minimum {_n(single.minimum_seconds, 1)} s, "
             f"wall / minimum {_n(single.ratio, 2)}, verdict {single.phase.value}",
         ]
+    if NOTES.exists():
+        lines += ["", NOTES.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
