@@ -54,7 +54,7 @@ def full_profile(long: bool) -> Profile:
         scaling=(scaling_load, FleetCase(200, 1, workers=2, label="200 @ 1s, 2 workers")),
         levers=(
             (
-                "sandbox passthrough of canary, pydantic, yaml",
+                "sandbox passthrough of canary and yaml",
                 FleetCase(100, 2, passthrough=False, label="100 @ 2s, no passthrough"),
                 FleetCase(100, 2, label="100 @ 2s, passthrough"),
             ),
@@ -85,7 +85,7 @@ def smoke_profile() -> Profile:
         ),
         levers=(
             (
-                "sandbox passthrough of canary, pydantic, yaml",
+                "sandbox passthrough of canary and yaml",
                 FleetCase(5, 1, steps=2, passthrough=False, label="5 @ 1s, no passthrough"),
                 FleetCase(5, 1, steps=2, label="5 @ 1s, passthrough"),
             ),

@@ -32,10 +32,10 @@ from workflows import rollout_metrics
 from workflows.canary_workflow import CanaryWorkflow
 
 SHUTDOWN_GRACE = timedelta(seconds=30)
-PASSTHROUGH_MODULES = ("canary", "pydantic", "pydantic_core", "annotated_types", "yaml")
+PASSTHROUGH_MODULES = ("canary", "yaml")
 """Modules the workflow sandbox shares with the worker instead of importing them again for
-every workflow run: the domain is pure and deterministic, and these libraries keep no state
-a workflow could leak. The sandbox stays on for everything else (the workflow code itself)."""
+every workflow run (the SDK already shares pydantic): the domain is pure and deterministic and
+keeps no state a workflow could change. The sandbox stays on for the workflow code itself."""
 ROLLOUT_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
 """Seconds: a rollout takes at least `interval * maxWeight / stepWeight`, often minutes to hours."""
 

@@ -20,7 +20,7 @@ FIGURES = (
     "## Two worker processes against one server",
     "Throughput (analysis steps per second), 2 workers / 1 worker:",
     "## Levers",
-    "sandbox passthrough of canary, pydantic, yaml",
+    "sandbox passthrough of canary and yaml",
     "## Detection to 100 % primary",
     "## `coalmine start`",
     "importing the CLI",
