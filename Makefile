@@ -3,7 +3,7 @@ PYTHON ?= python3
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: test lint demo clean
+.PHONY: test lint demo bench clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy canary workflows activities worker starter demo tests
+	$(BIN)/mypy canary workflows activities worker starter demo bench tests
 	$(BIN)/lint-imports
 
 test: $(VENV)/.installed lint
@@ -26,6 +26,12 @@ test: $(VENV)/.installed lint
 demo: $(VENV)/.installed
 	./scripts/ensure-apt.sh prometheus prometheus
 	$(BIN)/python -m demo
+
+# Figures, apart from `make test` (which runs only a smoke of it); BENCH_ARGS=--long adds
+# 1,000 rollouts at a 60 s interval.
+bench: $(VENV)/.installed
+	./scripts/ensure-apt.sh prometheus prometheus
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .coalmine .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -11,10 +11,14 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from activities import scope
 from canary import contract, providers
 from worker.connection import connect
+
+if TYPE_CHECKING:
+    from worker.main import WorkerTuning
 
 METRICS_ADDRESS_ENV = "COALMINE_WORKER_METRICS_ADDRESS"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
@@ -28,6 +32,9 @@ QUIET_LOGGERS = ("httpx", "httpcore")
 URL is a secret."""
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
+ACTIVITY_THREADS = 16
+"""The default of `--max-concurrent-activities`, here rather than in worker.main: the CLI
+imports this module for every command, and worker.main imports every activity."""
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -74,6 +81,68 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         metavar="A,B",
         help="the only Kubernetes namespaces rollouts may touch "
         f"(env {scope.NAMESPACES_ENV}, default: every namespace)",
+    )
+    add_tuning_arguments(worker)
+
+
+def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
+    """How much the worker takes on at once; see the README's Scale section."""
+    tuning = parser.add_argument_group("tuning")
+    tuning.add_argument(
+        "--max-cached-workflows",
+        type=positive,
+        default=1000,
+        metavar="N",
+        help="rollouts kept in memory between steps (default 1000); keep it at or above the "
+        "rollouts this worker carries, or evicted ones are replayed at every step",
+    )
+    tuning.add_argument(
+        "--max-concurrent-workflow-tasks",
+        type=positive,
+        metavar="N",
+        help="workflow tasks run at once (default: the SDK's)",
+    )
+    tuning.add_argument(
+        "--workflow-pollers",
+        type=positive,
+        metavar="N",
+        help="concurrent long polls for workflow tasks (default: the SDK's)",
+    )
+    tuning.add_argument(
+        "--activity-pollers",
+        type=positive,
+        metavar="N",
+        help="concurrent long polls for activity tasks (default: the SDK's)",
+    )
+    tuning.add_argument(
+        "--max-concurrent-activities",
+        type=positive,
+        default=ACTIVITY_THREADS,
+        metavar="N",
+        help=f"activities (and their threads) run at once (default {ACTIVITY_THREADS})",
+    )
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
+    return value
+
+
+def tuning_of(args: argparse.Namespace) -> "WorkerTuning":
+    from worker.main import WorkerTuning
+
+    return WorkerTuning(
+        max_cached_workflows=args.max_cached_workflows,
+        max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
+        workflow_task_pollers=args.workflow_pollers,
+        activity_task_pollers=args.activity_pollers,
+        max_concurrent_activities=args.max_concurrent_activities,
     )
 
 
@@ -136,6 +205,7 @@ def run(args: argparse.Namespace) -> None:
             mesh_provider=default_provider,
             metrics_address=address,
             metrics_problem=problem,
+            tuning=tuning_of(args),
         )
 
     try:

@@ -13,11 +13,13 @@ import concurrent.futures
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import alerts
 from activities.kube_client import api_client_from_environment
@@ -26,11 +28,15 @@ from activities.rollout import RolloutActivities
 from activities.scope import WorkerScope
 from canary.contract import TASK_QUEUE
 from canary.providers import DEFAULT_PROVIDER
+from worker.command import ACTIVITY_THREADS as ACTIVITY_THREADS
 from workflows import rollout_metrics
 from workflows.canary_workflow import CanaryWorkflow
 
 SHUTDOWN_GRACE = timedelta(seconds=30)
-ACTIVITY_THREADS = 16
+PASSTHROUGH_MODULES = ("canary", "yaml")
+"""Modules the workflow sandbox shares with the worker instead of importing them again for
+every workflow run (the SDK already shares pydantic): the domain is pure and deterministic and
+keeps no state a workflow could change. The sandbox stays on for the workflow code itself."""
 ROLLOUT_DURATION_BUCKETS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
 """Seconds: a rollout takes at least `interval * maxWeight / stepWeight`, often minutes to hours."""
 
@@ -71,20 +77,51 @@ def worker_activities(
     return [*rollout.all(), *notify.all()]
 
 
+@dataclass(frozen=True)
+class WorkerTuning:
+    """How much one worker process takes on at once (see the README's Scale section).
+
+    None leaves the SDK's default (1000 cached workflows is the SDK's too). Keep
+    `max_cached_workflows` at or above the number of rollouts the worker carries: an evicted
+    rollout is replayed from its whole history at its next step."""
+
+    max_cached_workflows: int = 1000
+    max_concurrent_workflow_tasks: int | None = None
+    workflow_task_pollers: int | None = None
+    activity_task_pollers: int | None = None
+    max_concurrent_activities: int = ACTIVITY_THREADS
+    sandbox_passthrough: bool = True
+    """Share `PASSTHROUGH_MODULES` with the sandbox (False only to measure what it saves)."""
+
+
+def workflow_runner(passthrough: bool) -> SandboxedWorkflowRunner:
+    restrictions = SandboxRestrictions.default
+    if passthrough:
+        restrictions = restrictions.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
 def build_worker(
     client: Client,
     activities: Sequence[Callable[..., object]],
     executor: concurrent.futures.Executor,
     task_queue: str = TASK_QUEUE,
+    tuning: WorkerTuning | None = None,
 ) -> Worker:
+    tuning = tuning or WorkerTuning()
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[CanaryWorkflow],
         activities=activities,
         activity_executor=executor,
-        max_concurrent_activities=ACTIVITY_THREADS,
+        max_concurrent_activities=tuning.max_concurrent_activities,
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
+        workflow_runner=workflow_runner(tuning.sandbox_passthrough),
+        max_cached_workflows=tuning.max_cached_workflows,
+        max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
+        max_concurrent_workflow_task_polls=tuning.workflow_task_pollers,
+        max_concurrent_activity_task_polls=tuning.activity_task_pollers,
     )
 
 
@@ -96,6 +133,7 @@ async def run_worker(
     metrics_address: str | None = None,
     metrics_problem: str | None = None,
     mesh_provider: str = DEFAULT_PROVIDER,
+    tuning: WorkerTuning | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -108,8 +146,10 @@ async def run_worker(
         loop.add_signal_handler(signum, stop.set)
     worker_scope = worker_scope or WorkerScope()
     activities = worker_activities(metrics_server, worker_scope, mesh_provider)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
-        worker = build_worker(client, activities, executor, task_queue)
+    tuning = tuning or WorkerTuning()
+    threads = tuning.max_concurrent_activities
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as executor:
+        worker = build_worker(client, activities, executor, task_queue, tuning)
         async with worker:
             logging.getLogger(__name__).info(
                 "coalmine worker polling task queue %s on %s; metrics %s",

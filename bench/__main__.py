@@ -1,0 +1,191 @@
+"""`make bench` (`python -m bench`): run every case, print the figures, write BENCHMARKS.md.
+
+`--smoke` runs each case at a toy size (what `make test` checks); `--long` adds 1,000
+rollouts at a 60 s interval (about eight minutes).
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from bench.embedded import single_rollout
+from bench.fleet import DevServer, FleetCase, FleetResult, detection_latency, run_fleet
+from bench.report import Report, render
+from bench.startlatency import import_profile, start_latencies
+from demo.platform import PlatformError
+from starter.cli import Refused
+
+STATE_DIR = Path(".coalmine") / "bench"
+
+
+@dataclass(frozen=True)
+class Profile:
+    fleet: tuple[FleetCase, ...]
+    scaling: tuple[FleetCase, FleetCase]
+    """The same load on one worker process and on two."""
+    levers: tuple[tuple[str, FleetCase, FleetCase], ...]
+    """(lever, without it, with it)."""
+    detection_rollouts: int
+    detection_interval: float
+    detection_threshold: int
+    start_runs: int
+    single_interval: float
+    single_steps: int
+
+
+def full_profile(long: bool) -> Profile:
+    fleet = [
+        FleetCase(100, 10),
+        FleetCase(100, 60, steps=3),
+        FleetCase(1000, 10),
+    ]
+    if long:
+        fleet.append(FleetCase(1000, 60, steps=3))
+    scaling_load = FleetCase(200, 1, label="200 @ 1s, 1 worker")
+    return Profile(
+        fleet=tuple(fleet),
+        scaling=(scaling_load, FleetCase(200, 1, workers=2, label="200 @ 1s, 2 workers")),
+        levers=(
+            (
+                "sandbox passthrough of canary and yaml",
+                FleetCase(100, 2, passthrough=False, label="100 @ 2s, no passthrough"),
+                FleetCase(100, 2, label="100 @ 2s, passthrough"),
+            ),
+            (
+                "max cached workflows >= rollouts",
+                FleetCase(
+                    200, 2, worker_args=("--max-cached-workflows", "50"), label="200 @ 2s, cache 50"
+                ),
+                FleetCase(200, 2, label="200 @ 2s, cache 1000"),
+            ),
+        ),
+        detection_rollouts=5,
+        detection_interval=2,
+        detection_threshold=2,
+        start_runs=7,
+        single_interval=2,
+        single_steps=5,
+    )
+
+
+def smoke_profile() -> Profile:
+    tiny = FleetCase(5, 1, steps=2)
+    return Profile(
+        fleet=(tiny,),
+        scaling=(
+            FleetCase(5, 1, steps=2, label="5 @ 1s, 1 worker"),
+            FleetCase(5, 1, steps=2, workers=2, label="5 @ 1s, 2 workers"),
+        ),
+        levers=(
+            (
+                "sandbox passthrough of canary and yaml",
+                FleetCase(5, 1, steps=2, passthrough=False, label="5 @ 1s, no passthrough"),
+                FleetCase(5, 1, steps=2, label="5 @ 1s, passthrough"),
+            ),
+        ),
+        detection_rollouts=1,
+        detection_interval=1,
+        detection_threshold=1,
+        start_runs=2,
+        single_interval=1,
+        single_steps=2,
+    )
+
+
+async def run_on_dev_server(
+    profile: Profile, state_dir: Path, report: Report, save: Callable[[], None]
+) -> None:
+    """The cases on one dev server, cheapest and most telling first; `save` after each, so
+    a run cut short still leaves its figures."""
+    server = DevServer(state_dir)
+    client = await server.start()
+
+    async def fleet(case: FleetCase, folder: str) -> FleetResult:
+        result = await run_fleet(server, client, case, state_dir / folder, folder)
+        print(f"  done: {case.name}", flush=True)
+        return result
+
+    try:
+        report.fleet.append(await fleet(profile.fleet[0], "fleet-0"))
+        save()
+        report.detection = await detection_latency(
+            server,
+            client,
+            state_dir / "detection",
+            profile.detection_rollouts,
+            profile.detection_interval,
+            profile.detection_threshold,
+        )
+        report.detection_threshold = profile.detection_threshold
+        report.start = await start_latencies(
+            server, client, state_dir / "start", profile.start_runs
+        )
+        report.imports = import_profile()
+        save()
+        for number, (lever, without, with_it) in enumerate(profile.levers):
+            off = await fleet(without, f"lever-{number}-off")
+            on = await fleet(with_it, f"lever-{number}-on")
+            report.levers.append((lever, off, on))
+            save()
+            if number == 0:
+                for scale_number, case in enumerate(profile.scaling):
+                    report.scaling.append(await fleet(case, f"scale-{scale_number}"))
+                save()
+        for number, case in enumerate(profile.fleet[1:], start=1):
+            report.fleet.append(await fleet(case, f"fleet-{number}"))
+            save()
+    finally:
+        server.stop()
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="every case at a toy size")
+    parser.add_argument("--long", action="store_true", help="add 1,000 rollouts at 60 s")
+    parser.add_argument("--out", default="BENCHMARKS.md", help="where to write the figures")
+    parser.add_argument("--state-dir", default=str(STATE_DIR), help="logs and call logs")
+    args = parser.parse_args(argv)
+    profile = smoke_profile() if args.smoke else full_profile(args.long)
+    state_dir = Path(args.state_dir).resolve()
+    shutil.rmtree(state_dir, ignore_errors=True)
+    state_dir.mkdir(parents=True)
+    report = Report(long=args.long, smoke=args.smoke)
+    print(f"bench: logs under {state_dir}", flush=True)
+
+    def save() -> None:
+        Path(args.out).write_text(render(report))
+
+    try:
+        report.single = single_rollout(
+            state_dir / "embedded", profile.single_interval, profile.single_steps
+        )
+        print("  done: single rollout on the embedded platform", flush=True)
+        asyncio.run(run_on_dev_server(profile, state_dir / "dev-server", report, save))
+    except (PlatformError, Refused) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: stopped everything the bench started", file=sys.stderr)
+        return 130
+    save()
+    print(render(report))
+    print(f"bench: wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # the SDK's threads can abort a normal interpreter exit

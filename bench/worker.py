@@ -1,0 +1,56 @@
+"""`python -m bench.worker`: a worker built like production's (`worker.main.build_worker`)
+hosting the real CanaryWorkflow over `bench.fakes`, until SIGTERM; then it writes its call log
+as JSON to `--calls`.
+"""
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from bench.fakes import NoopActivities
+from worker.command import add_tuning_arguments, tuning_of
+from worker.connection import connect
+from worker.main import build_worker
+
+READY_LINE = "bench worker polling"
+
+
+async def serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    fakes = NoopActivities()
+    tuning = tuning_of(args)
+    if args.no_passthrough:
+        tuning = replace(tuning, sandbox_passthrough=False)
+    client = await connect()
+    threads = tuning.max_concurrent_activities
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as executor:
+        async with build_worker(client, fakes.all(), executor, args.task_queue, tuning):
+            print(READY_LINE, flush=True)
+            await stop.wait()
+    Path(args.calls).write_text(json.dumps([call.as_json() for call in fakes.calls]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser.add_argument("--task-queue", required=True)
+    parser.add_argument("--calls", required=True, help="where to write the call log (JSON)")
+    parser.add_argument(
+        "--no-passthrough", action="store_true", help="import every module inside the sandbox"
+    )
+    add_tuning_arguments(parser)
+    asyncio.run(serve(parser.parse_args()))
+    sys.stdout.flush()
+    os._exit(0)  # see worker.command: the SDK's threads can abort a normal interpreter exit
+
+
+if __name__ == "__main__":
+    main()
