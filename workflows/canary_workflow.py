@@ -7,7 +7,7 @@ durable timer and one local activity, plus one more local activity when the weig
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
@@ -50,6 +50,11 @@ workloads and copies only the analysed revision; a failed promotion leaves the c
 Rollouts whose history lacks it run the code they started with."""
 FAILED_ENDS_AS_FAILURE = "failed-rollout-ends-as-workflow-failure"
 """Patch: a Failed rollout fails its workflow (RolloutFailed) instead of completing it."""
+CONTINUE_AS_NEW = "continue-as-new"
+"""Patch: a rollout whose history grows long continues as new at the top of a wait."""
+CONTINUE_AS_NEW_AT_EVENTS = 9_800
+"""A run continues as new at its first wait past this many events (or when the server
+suggests it), so that its history stays under about 10,000 events."""
 
 PAUSE, RESUME, PROMOTE, ABORT = "pause", "resume", "promote", "abort"
 CONTROL_SIGNALS = (PAUSE, RESUME, PROMOTE, ABORT)
@@ -93,6 +98,7 @@ class CanaryWorkflow:
     @workflow.init
     def __init__(self, request: contract.RolloutRequest) -> None:
         self._canary = request.canary
+        self._image = request.image
         self._status = CanaryStatus(image=request.image)
         self._abort_reason: str | None = None
         self._promote_requested = False
@@ -105,12 +111,17 @@ class CanaryWorkflow:
         self._unsent_hook_events: list[Event] = []
         if request.image is not None:
             self._published[search_attributes.IMAGE.name] = request.image
+        self._resume = request.resume
+        if request.resume is not None:
+            self._restore(request.resume)
+
+    continue_as_new_at_events = CONTINUE_AS_NEW_AT_EVENTS
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
         self._safe = workflow.patched(SAFE_ROLLOUT)
         try:
-            if await self._initialize(request.image):
+            if self._resume is not None or await self._initialize(request.image):
                 await self._roll_out()
         except RollBack as rollback:
             await self._roll_back(str(rollback))
@@ -262,9 +273,11 @@ class CanaryWorkflow:
     # -- stages ----------------------------------------------------------------------------
 
     async def _roll_out(self) -> None:
-        await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
-        await self._scale_up()
-        if not (self._safe and self._canary.spec.skip_analysis):
+        if not self._resumes_after(contract.Stage.CONFIRM_ROLLOUT):
+            await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
+            await self._scale_up()
+        pre_rollout = not (self._safe and self._canary.spec.skip_analysis)
+        if pre_rollout and not self._resumes_after(contract.Stage.PRE_ROLLOUT):
             await self._pre_rollout()
         if not self._safe:
             if not self._canary.spec.skip_analysis:
@@ -276,7 +289,7 @@ class CanaryWorkflow:
         skip = self._canary.spec.skip_analysis
         while True:
             try:
-                if not skip:
+                if not skip and not self._resumes_after(contract.Stage.ANALYSIS):
                     await self._analyse()
                 if not self._promote_requested and not skip:
                     await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
@@ -340,7 +353,13 @@ class CanaryWorkflow:
     async def _pre_rollout(self) -> None:
         """Run pre-rollout hooks until they pass; each failure is a failed check."""
         hooks = self._canary.spec.analysis.webhooks_of(WebhookType.PRE_ROLLOUT)
+        retry = self._resuming(contract.Stage.PRE_ROLLOUT) is not None
         while hooks:
+            if retry:
+                await self._wait_interval("pre-rollout retry", contract.Stage.PRE_ROLLOUT)
+                if self._new_image is not None:
+                    await self._take_new_image(restart=False)
+                    await self._restart()
             results = await self._webhooks([WebhookType.PRE_ROLLOUT])
             failure = next((hook for hook in results if not hook.ok), None)
             if failure is None:
@@ -349,22 +368,22 @@ class CanaryWorkflow:
                 self._canary.target, failure.name, failure.message
             )
             await self._apply(failed_check(self._canary, self._status, message, workflow.now()))
-            await self._wait_interval("pre-rollout retry")
-            if self._new_image is not None:
-                await self._take_new_image(restart=False)
-                await self._restart()
+            retry = True
 
     async def _analyse(self) -> None:
         """Shift traffic step by step until the decision is to promote (or roll back)."""
         analysis = self._canary.spec.analysis
-        if self._safe and analysis.strategy == Strategy.CANARY:
-            await self._gate(WebhookType.CONFIRM_TRAFFIC_INCREASE, Phase.PROGRESSING)
         legacy = not self._safe
-        await self._apply(start_analysis(self._canary, self._status, workflow.now(), legacy))
+        resumed = self._resuming(contract.Stage.ANALYSIS)
+        if resumed is None:
+            if self._safe and analysis.strategy == Strategy.CANARY:
+                await self._gate(WebhookType.CONFIRM_TRAFFIC_INCREASE, Phase.PROGRESSING)
+            await self._apply(start_analysis(self._canary, self._status, workflow.now(), legacy))
         steps = self._steps()
-        step = 1
+        step = 1 if resumed is None else resumed.step
         while not self._promote_requested:
-            await self._wait_interval(f"analysis interval {step}/{steps}")
+            summary = f"analysis interval {step}/{steps}"
+            await self._wait_interval(summary, contract.Stage.ANALYSIS, step=step)
             if self._new_image is not None:
                 await self._take_new_image(restart=True)
             if self._promote_requested:
@@ -522,13 +541,28 @@ class CanaryWorkflow:
         """Hold until every hook of this confirm-* kind answers 2xx; a refusal is no failure."""
         if not self._canary.spec.analysis.webhooks_of(kind):
             return
+        stage = contract.Stage(kind.value)
+        resumed = self._resuming(stage)
         previous_phase = self._status.phase
-        announced = False
+        if resumed is not None and resumed.gate_phase is not None:
+            previous_phase = resumed.gate_phase
+        announced = resumed is not None
         rollback_hooks = {
             hook.name for hook in self._canary.spec.analysis.webhooks_of(WebhookType.ROLLBACK)
         }
         kinds = [kind, WebhookType.ROLLBACK] if self._safe and rollback_hooks else [kind]
         while True:
+            if announced:
+                summary = f"waiting for {kind}"
+                await self._wait_interval(summary, stage, gate_phase=previous_phase)
+                if self._new_image is not None:
+                    await self._take_new_image(restart=kind != WebhookType.CONFIRM_ROLLOUT)
+                if self._safe and kind == WebhookType.CONFIRM_PROMOTION:
+                    # The analysis goes on while promotion waits for approval: it can still fail.
+                    observation = await self._observe(f"analysis while waiting for {kind}")
+                    await self._apply(
+                        judge(self._canary, self._status, observation, workflow.now())
+                    )
             results = await self._webhooks(kinds)
             asked = next((h for h in results if h.ok and h.name in rollback_hooks), None)
             if asked is not None and len(kinds) > 1:
@@ -547,13 +581,6 @@ class CanaryWorkflow:
                 }.get(kind, messages.waiting_for_approval)
                 self._event(waiting(self._canary.target, refused.name), kind=EventKind.WAITING)
                 announced = True
-            await self._wait_interval(f"waiting for {kind}")
-            if self._new_image is not None:
-                await self._take_new_image(restart=kind != WebhookType.CONFIRM_ROLLOUT)
-            if self._safe and kind == WebhookType.CONFIRM_PROMOTION:
-                # The analysis goes on while promotion waits for approval: it can still fail.
-                observation = await self._observe(f"analysis while waiting for {kind}")
-                await self._apply(judge(self._canary, self._status, observation, workflow.now()))
 
     async def _wait_until_ready(self, primary: bool) -> None:
         """Wait for readiness; past the progress deadline, roll back."""
@@ -584,11 +611,18 @@ class CanaryWorkflow:
             await self._publish()
             await workflow.sleep(poll, summary=f"waiting for the {which} to be ready")
 
-    async def _wait_interval(self, summary: str) -> None:
-        """One analysis interval; an abort or promote cuts it short, a pause extends it."""
+    async def _wait_interval(
+        self, summary: str, stage: contract.Stage, step: int = 1, gate_phase: Phase | None = None
+    ) -> None:
+        """One analysis interval; an abort or promote cuts it short, a pause extends it.
+
+        A long history continues as new here; the next run starts with this same wait at
+        `stage` (analysis `step`; at a gate, `gate_phase` is the phase to go back to)."""
         interval = timedelta(seconds=self._canary.spec.analysis.interval)
         while True:
             self._raise_if_aborted()
+            if self._history_full():
+                await self._continue_as_new(stage, step, gate_phase)
             await self._publish()
             try:
                 await workflow.wait_condition(
@@ -604,6 +638,62 @@ class CanaryWorkflow:
                 return
             await self._publish()
             await workflow.wait_condition(lambda: self._interrupted or not self._status.paused)
+
+    def _history_full(self) -> bool:
+        """True when this run should hand over to a new one (rollouts before SAFE_ROLLOUT
+        never do: their next run would take the new code paths)."""
+        if not self._safe or self._interrupted:
+            return False
+        info = workflow.info()
+        full = (
+            info.get_current_history_length() >= self.continue_as_new_at_events
+            or info.is_continue_as_new_suggested()
+        )
+        return full and workflow.patched(CONTINUE_AS_NEW)
+
+    async def _continue_as_new(
+        self, stage: contract.Stage, step: int, gate_phase: Phase | None
+    ) -> NoReturn:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        resume = contract.ContinuedRollout(
+            stage=stage,
+            step=step,
+            gate_phase=gate_phase,
+            status=self._status,
+            primary_replicas=self._primary_replicas,
+            promote_requested=self._promote_requested,
+            abort_reason=self._abort_reason,
+            new_image=self._new_image,
+            unsent=self._unsent,
+            unsent_hook_events=self._unsent_hook_events,
+            published={k: v for k, v in self._published.items() if isinstance(v, str | int)},
+        )
+        workflow.continue_as_new(
+            contract.RolloutRequest(canary=self._canary, image=self._image, resume=resume)
+        )
+
+    def _restore(self, resume: contract.ContinuedRollout) -> None:
+        """Take over the state of the run this one continues."""
+        self._status = resume.status
+        self._primary_replicas = resume.primary_replicas
+        self._promote_requested = resume.promote_requested
+        self._abort_reason = resume.abort_reason
+        self._new_image = resume.new_image
+        self._unsent = list(resume.unsent)
+        self._unsent_hook_events = list(resume.unsent_hook_events)
+        self._published = dict(resume.published)
+
+    def _resuming(self, stage: contract.Stage) -> contract.ContinuedRollout | None:
+        """The carried state when this run continues a rollout waiting at `stage` (once)."""
+        resume = self._resume
+        if resume is None or resume.stage != stage:
+            return None
+        self._resume = None
+        return resume
+
+    def _resumes_after(self, stage: contract.Stage) -> bool:
+        """True when this run continues a rollout that was already past `stage`."""
+        return self._resume is not None and self._resume.stage.order > stage.order
 
     async def _settle_routes(self) -> None:
         """Give the router time to apply new weights before a workload that lost them stops."""
