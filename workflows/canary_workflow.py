@@ -52,6 +52,9 @@ FAILED_ENDS_AS_FAILURE = "failed-rollout-ends-as-workflow-failure"
 """Patch: a Failed rollout fails its workflow (RolloutFailed) instead of completing it."""
 CONTINUE_AS_NEW = "continue-as-new"
 """Patch: a rollout whose history grows long continues as new at the top of a wait."""
+ROLL_BACK_ON_WORKFLOW_ERROR = "roll-back-on-workflow-error"
+"""Patch: an unexpected exception in the workflow code (a bug) ends the rollout Failed with
+traffic on a ready workload, instead of failing the workflow task again and again."""
 CONTINUE_AS_NEW_AT_EVENTS = 9_800
 """A run continues as new at its first wait past this many events (or when the server
 suggests it), so that its history stays under about 10,000 events."""
@@ -129,6 +132,12 @@ class CanaryWorkflow:
             await self._roll_back(messages.rolling_back_error(self._canary.target, str(failure)))
         except PromotionFailed as failure:
             await self._promotion_failed(str(failure))
+        except workflow.NondeterminismError:
+            raise  # the code does not match the history: a worker with the right code must run it
+        except Exception as error:  # cancellation and continue-as-new are no Exception
+            if not workflow.patched(ROLL_BACK_ON_WORKFLOW_ERROR):
+                raise
+            await self._recover(error)
         await self._publish()
         self._metrics.finish(self._status)
         if self._status.phase == Phase.FAILED and workflow.patched(FAILED_ENDS_AS_FAILURE):
@@ -141,6 +150,19 @@ class CanaryWorkflow:
                 non_retryable=True,
             )
         return self._status
+
+    async def _recover(self, error: Exception) -> None:
+        """After a bug: roll back (or, during a promotion, keep the analysed canary serving)
+        and end Failed with the error as the reason."""
+        detail = f"unexpected workflow error {type(error).__name__}: {error}"
+        workflow.logger.exception("rollout of %s stopped by a workflow error", self._target)
+        phase = self._status.phase
+        if phase.final:
+            self._event(f"{self._target} {phase}, then an {detail}", warning=True)
+        elif phase in (Phase.PROMOTING, Phase.FINALISING):
+            await self._promotion_failed(detail)
+        else:
+            await self._roll_back(messages.rolling_back_error(self._target, detail))
 
     # -- control ---------------------------------------------------------------------------
     # pause and resume are signals; promote and abort are updates (a refusal is the caller's

@@ -61,11 +61,13 @@ class BuggyDecision(CanaryWorkflow):
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
+        self._observed = 0
         return await super().run(request)
 
     async def _observe(self, summary: str) -> StepObservation:
         observation = await super()._observe(summary)
-        self._observed = getattr(self, "_observed", 0) + 1
-        if self._observed == 3:
-            return {"metrics": observation.metrics}["webhook"]  # type: ignore[no-any-return]
-        return observation
+        self._observed += 1
+        if self._observed < 3:
+            return observation
+        by_name = {metric.name: metric for metric in observation.metrics}
+        return observation.model_copy(update={"metrics": [by_name["request-errors"]]})
