@@ -21,6 +21,7 @@ from tests.workflows.versions import QUICK_HAND_OVER_EVENTS, QuickHandOver
 from workflows.canary_workflow import CONTINUE_AS_NEW_AT_EVENTS, CanaryWorkflow
 
 HISTORY_EVENTS_MAX = 10_000
+BLUE_GREEN_ROUTES = [(100, 0), (0, 100), (100, 0)]
 
 
 @asynccontextmanager
@@ -156,3 +157,39 @@ async def test_two_weeks_at_a_confirm_promotion_gate_at_1m(
     assert len(lengths) > 20
     assert max(lengths) < HISTORY_EVENTS_MAX
     assert min(lengths[:-1]) >= CONTINUE_AS_NEW_AT_EVENTS
+
+
+def blue_green(iterations: int) -> Canary:
+    return canary_spec(iterations=iterations, maxWeight=None, stepWeight=None)
+
+
+async def test_a_blue_green_analysis_crosses_runs(time_skipping_env: WorkflowEnvironment) -> None:
+    platform = FakePlatform()
+    async with worker(time_skipping_env, platform):
+        handle = await start(time_skipping_env, platform, blue_green(40))
+        result = await handle.result()
+        lengths = await run_lengths(
+            time_skipping_env.client, handle.id, handle.result_run_id or ""
+        )
+    assert result.phase == Phase.SUCCEEDED
+    assert weights(platform.routes) == BLUE_GREEN_ROUTES
+    assert len(platform.observed_weights) == 40 + 1
+    assert platform.scales == [2, 0]
+    assert len(lengths) >= 2
+
+
+async def test_ten_thousand_blue_green_iterations(time_skipping_env: WorkflowEnvironment) -> None:
+    iterations = 10_000
+    platform = FakePlatform()
+    async with worker(time_skipping_env, platform, CanaryWorkflow):
+        handle = await start(time_skipping_env, platform, blue_green(iterations))
+        result = await handle.result()
+        lengths = await run_lengths(
+            time_skipping_env.client, handle.id, handle.result_run_id or ""
+        )
+    assert result.phase == Phase.SUCCEEDED
+    assert weights(platform.routes) == BLUE_GREEN_ROUTES
+    assert len(platform.observed_weights) == iterations + 1
+    assert platform.scales == [2, 0]
+    assert len(lengths) > 3
+    assert max(lengths) < HISTORY_EVENTS_MAX
