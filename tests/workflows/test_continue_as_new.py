@@ -168,9 +168,7 @@ async def test_a_blue_green_analysis_crosses_runs(time_skipping_env: WorkflowEnv
     async with worker(time_skipping_env, platform):
         handle = await start(time_skipping_env, platform, blue_green(40))
         result = await handle.result()
-        lengths = await run_lengths(
-            time_skipping_env.client, handle.id, handle.result_run_id or ""
-        )
+        lengths = await run_lengths(time_skipping_env.client, handle.id, handle.result_run_id or "")
     assert result.phase == Phase.SUCCEEDED
     assert weights(platform.routes) == BLUE_GREEN_ROUTES
     assert len(platform.observed_weights) == 40 + 1
@@ -184,9 +182,7 @@ async def test_ten_thousand_blue_green_iterations(time_skipping_env: WorkflowEnv
     async with worker(time_skipping_env, platform, CanaryWorkflow):
         handle = await start(time_skipping_env, platform, blue_green(iterations))
         result = await handle.result()
-        lengths = await run_lengths(
-            time_skipping_env.client, handle.id, handle.result_run_id or ""
-        )
+        lengths = await run_lengths(time_skipping_env.client, handle.id, handle.result_run_id or "")
     assert result.phase == Phase.SUCCEEDED
     assert weights(platform.routes) == BLUE_GREEN_ROUTES
     assert len(platform.observed_weights) == iterations + 1

@@ -28,16 +28,21 @@ class QuickHandOver(CanaryWorkflow):
         return await super().run(request)
 
 
+CHANGE_FROM_WEIGHT = 30
+
+
 @workflow.defn(name="CanaryWorkflow")
 class GuardedChange(CanaryWorkflow):
-    """Version N+1: an extra timer before each wait, guarded by a patch."""
+    """Version N+1: an extra timer before each observation from weight 30 on, guarded by a
+    patch. (A patch id reads the same for the whole run: where it is first reached while
+    replaying, False for good; so the change sits where an upgraded rollout reaches it live.)"""
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
         return await super().run(request)
 
     async def _observe(self, summary: str) -> StepObservation:
-        if workflow.patched(TEST_CHANGE):
+        if self._status.canary_weight >= CHANGE_FROM_WEIGHT and workflow.patched(TEST_CHANGE):
             await workflow.sleep(timedelta(seconds=1), summary="the new version's extra timer")
         return await super()._observe(summary)
 
@@ -51,7 +56,8 @@ class UnguardedChange(CanaryWorkflow):
         return await super().run(request)
 
     async def _observe(self, summary: str) -> StepObservation:
-        await workflow.sleep(timedelta(seconds=1), summary="the new version's extra timer")
+        if self._status.canary_weight >= CHANGE_FROM_WEIGHT:
+            await workflow.sleep(timedelta(seconds=1), summary="the new version's extra timer")
         return await super()._observe(summary)
 
 
