@@ -14,7 +14,7 @@ from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from canary import contract, messages
+    from canary import activity_specs, contract, messages
     from canary.decision import (
         ALL_TO_CANARY,
         ALL_TO_PRIMARY,
@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         start_analysis,
     )
     from canary.details import status_markdown
-    from canary.spec import Strategy, WebhookType
+    from canary.spec import Canary, Strategy, WebhookType
     from canary.status import CanaryStatus, Event, EventKind, Phase
     from canary.targets import traits
     from workflows import search_attributes
@@ -102,6 +102,9 @@ class CanaryWorkflow:
     def __init__(self, request: contract.RolloutRequest) -> None:
         self._canary = request.canary
         self._image = request.image
+        self._target_spec = activity_specs.for_target(request.canary)
+        """What the workload activities get of the spec (their inputs are in the history)."""
+        self._webhook_specs: dict[tuple[WebhookType, ...], Canary] = {}
         self._status = CanaryStatus(image=request.image)
         self._abort_reason: str | None = None
         self._promote_requested = False
@@ -324,7 +327,9 @@ class CanaryWorkflow:
         """Create the primary and route to it; False when there is nothing to roll out."""
         target = self._canary.target
         state = await self._activity(
-            contract.INITIALIZE, contract.CanaryRequest(canary=self._canary), contract.TargetState
+            contract.INITIALIZE,
+            contract.CanaryRequest(canary=self._target_spec),
+            contract.TargetState,
         )
         self._primary_replicas = max(state.primary_replicas, 1)
         if self._safe:
@@ -332,7 +337,7 @@ class CanaryWorkflow:
         await self._set_routes(ALL_TO_PRIMARY, force=True)
         revision = state.canary_revision
         if image is not None:
-            request = contract.ImageRequest(canary=self._canary, image=image)
+            request = contract.ImageRequest(canary=self._target_spec, image=image)
             revision = await self._activity(contract.SET_CANARY_IMAGE, request, str)
         self._status = self._status.model_copy(
             update={"revision": revision, "phase": Phase.INITIALIZED}
@@ -356,7 +361,7 @@ class CanaryWorkflow:
         (raises NewRevision)."""
         image, self._new_image = self._new_image, None
         assert image is not None
-        request = contract.ImageRequest(canary=self._canary, image=image)
+        request = contract.ImageRequest(canary=self._target_spec, image=image)
         revision = await self._activity(contract.SET_CANARY_IMAGE, request, str)
         self._status = self._status.model_copy(update={"image": image})
         if restart:
@@ -488,7 +493,7 @@ class CanaryWorkflow:
         try:
             readiness = await self._activity(
                 contract.READINESS,
-                contract.ReadinessRequest(canary=self._canary, primary=False),
+                contract.ReadinessRequest(canary=self._target_spec, primary=False),
                 contract.Readiness,
                 summary="is the canary ready",
             )
@@ -618,7 +623,7 @@ class CanaryWorkflow:
         deadline = workflow.now() + timedelta(seconds=self._canary.spec.progress_deadline_seconds)
         poll = min(timedelta(seconds=self._canary.spec.analysis.interval), READY_POLL_MAX)
         which = "primary" if primary else "canary"
-        request = contract.ReadinessRequest(canary=self._canary, primary=primary)
+        request = contract.ReadinessRequest(canary=self._target_spec, primary=primary)
         while True:
             readiness = await self._activity(
                 contract.READINESS, request, contract.Readiness, summary=f"is the {which} ready"
@@ -736,7 +741,7 @@ class CanaryWorkflow:
             raise RollBack(messages.rolling_back_abort(self._canary.target, self._abort_reason))
 
     async def _scale_canary(self, replicas: int) -> None:
-        request = contract.ScaleRequest(canary=self._canary, replicas=replicas)
+        request = contract.ScaleRequest(canary=self._target_spec, replicas=replicas)
         await self._activity(
             contract.SCALE_CANARY, request, type(None), summary=f"scale canary to {replicas}"
         )
@@ -773,7 +778,7 @@ class CanaryWorkflow:
         if not hooks:
             return []
         request = contract.WebhooksRequest(
-            canary=self._canary,
+            canary=self._webhook_spec(kinds),
             kinds=kinds,
             phase=phase or self._status.phase,
             checksum=self._status.revision or "",
@@ -794,6 +799,13 @@ class CanaryWorkflow:
                         warning=True,
                     )
         return list(result.webhooks)
+
+    def _webhook_spec(self, kinds: list[WebhookType]) -> Canary:
+        """What `call_webhooks` gets of the spec for these kinds of hooks."""
+        key = tuple(kinds)
+        if key not in self._webhook_specs:
+            self._webhook_specs[key] = activity_specs.for_webhooks(self._canary, kinds)
+        return self._webhook_specs[key]
 
     async def _apply(self, decision: Decision) -> None:
         """Take the decision's status and log its new events; roll back or set its routes."""
