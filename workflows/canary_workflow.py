@@ -98,6 +98,9 @@ class PromotionFailed(Exception):
 
 @workflow.defn(name="CanaryWorkflow")
 class CanaryWorkflow:
+    continue_as_new_at_events = CONTINUE_AS_NEW_AT_EVENTS
+    """A class attribute, so that a test version can hand over sooner."""
+
     @workflow.init
     def __init__(self, request: contract.RolloutRequest) -> None:
         self._canary = request.canary
@@ -120,8 +123,6 @@ class CanaryWorkflow:
         self._resume = request.resume
         if request.resume is not None:
             self._restore(request.resume)
-
-    continue_as_new_at_events = CONTINUE_AS_NEW_AT_EVENTS
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
@@ -321,6 +322,7 @@ class CanaryWorkflow:
                 await self._promote()
                 return
             except NewRevision:
+                self._resume = None  # the restarted analysis runs from its start
                 await self._restart()
 
     async def _initialize(self, image: str | None) -> bool:
