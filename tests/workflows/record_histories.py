@@ -147,6 +147,13 @@ CASES = [
             )
         ),
     ),
+    Case(
+        "gates_call_their_hooks_as_local_activities",
+        canary=canary_spec(webhooks=GATES),
+        fake=lambda: FakePlatform(
+            webhook_ok=Approval(**{"rollout-gate": 2, "traffic-gate": 2, "promotion-gate": 3})
+        ),
+    ),
     Case("promotion_failed_primary_never_ready", script=Script(primary_never_ready=True)),
     Case("new_revision_restarts_analysis", script=Script(new_revision_at=frozenset({1}))),
     Case(

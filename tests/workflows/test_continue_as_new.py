@@ -2,6 +2,7 @@
 server). `QuickHandOver` continues after about ten intervals, so that the quick cases cross
 several runs; the two long cases run on the real threshold."""
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -189,3 +190,24 @@ async def test_ten_thousand_blue_green_iterations(time_skipping_env: WorkflowEnv
     assert platform.scales == [2, 0]
     assert len(lengths) > 3
     assert max(lengths) < HISTORY_EVENTS_MAX
+
+
+async def test_an_interval_at_a_gate_costs_seven_events(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """The timer (2), one workflow task (3), the hooks and the analysis (a marker each)."""
+    platform = FakePlatform(webhook_ok=Approval(after=11))
+    async with worker(time_skipping_env, platform, CanaryWorkflow):
+        handle = await start(time_skipping_env, platform, gated())
+        result = await handle.result()
+        history = await handle.fetch_history()
+    gate_timers = [
+        index
+        for index, event in enumerate(history.events)
+        if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+        and event.user_metadata.summary.data == b'"waiting for confirm-promotion"'
+    ]
+    assert result.phase == Phase.SUCCEEDED
+    assert len(gate_timers) == 10
+    gaps = [later - earlier for earlier, later in itertools.pairwise(gate_timers)]
+    assert gaps[1:] == [7] * 8, gaps

@@ -29,6 +29,7 @@ EXPECTED = {
     "aborted",
     "superseded",
     "gates_wait_then_open",
+    "gates_call_their_hooks_as_local_activities",
     "promotion_failed_primary_never_ready",
     "new_revision_restarts_analysis",
     "continue_as_new_at_confirm_promotion",
