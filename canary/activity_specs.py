@@ -4,7 +4,9 @@ An activity input is recorded in the rollout's history each time the activity is
 so a whole spec in every input multiplies the spec's size by the number of calls (a gate
 calls its webhooks at every interval). The results are still `Canary` objects, so activities
 read old inputs (whole specs, from rollouts started before) and new ones alike. Keys the
-model does not know (kept by `extra="allow"`) are dropped: no code reads them.
+model does not know (kept by `extra="allow"`) are dropped: no code reads them. Replay does not
+compare activity inputs, so this needs no patch: the stored histories, recorded with whole
+specs, replay unchanged.
 """
 
 from collections.abc import Iterable
