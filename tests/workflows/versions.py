@@ -19,7 +19,7 @@ QUICK_HAND_OVER_EVENTS = 120
 
 @workflow.defn(name="CanaryWorkflow")
 class QuickHandOver(CanaryWorkflow):
-    """Continues as new after about ten intervals instead of about a thousand."""
+    """Continues as new after about 120 events instead of thousands."""
 
     continue_as_new_at_events = QUICK_HAND_OVER_EVENTS
 
