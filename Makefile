@@ -3,7 +3,7 @@ PYTHON ?= python3
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: test lint demo bench clean
+.PHONY: test test-long lint demo bench clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +22,9 @@ test: $(VENV)/.installed lint
 	./scripts/ensure-apt.sh prometheus prometheus
 	./scripts/ensure-apt.sh chromium chromium
 	$(BIN)/pytest
+
+test-long: $(VENV)/.installed
+	$(BIN)/pytest -m long
 
 demo: $(VENV)/.installed
 	./scripts/ensure-apt.sh prometheus prometheus

@@ -5,12 +5,13 @@ and the workflow cannot tell it from the real one.
 """
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from canary.decision import Routes
 from canary.spec import Canary, Severity, WebhookType
-from canary.status import EventKind, Phase, WebhookObservation
+from canary.status import CanaryStatus, Event, EventKind, Phase, WebhookObservation
 
 TASK_QUEUE = "coalmine"
 
@@ -30,11 +31,49 @@ ROLLOUT_FAILED = "RolloutFailed"
 hold the final `CanaryStatus`."""
 
 
+class Stage(StrEnum):
+    """Where a rollout waits when it continues as new, in the order a rollout passes them."""
+
+    CONFIRM_ROLLOUT = "confirm-rollout"
+    PRE_ROLLOUT = "pre-rollout"
+    CONFIRM_TRAFFIC_INCREASE = "confirm-traffic-increase"
+    ANALYSIS = "analysis"
+    CONFIRM_PROMOTION = "confirm-promotion"
+
+    @property
+    def order(self) -> int:
+        return list(Stage).index(self)
+
+
+class ContinuedRollout(BaseModel):
+    """What a rollout carries into its next run (continue-as-new): the status, where it waits
+    and what was asked of it, so the new run goes on at the same wait."""
+
+    stage: Stage
+    step: int = 1
+    """The analysis step whose interval the rollout waits for (stage `analysis`)."""
+    gate_phase: Phase | None = None
+    """At a confirm gate: the phase the rollout goes back to once the gate opens."""
+    status: CanaryStatus
+    primary_replicas: int = 1
+    promote_requested: bool = False
+    abort_reason: str | None = None
+    new_image: str | None = None
+    unsent: list[Event] = Field(default_factory=list)
+    """Events with a kind not sent to the alert providers yet."""
+    unsent_hook_events: list[Event] = Field(default_factory=list)
+    """Events not sent to the `event` hooks yet."""
+    published: dict[str, str | int] = Field(default_factory=dict)
+    """The search attribute values already set (the new run keeps them)."""
+
+
 class RolloutRequest(BaseModel):
     """The workflow's input: the validated spec and, optionally, the image to roll out."""
 
     canary: Canary
     image: str | None = None
+    resume: ContinuedRollout | None = None
+    """Set by the rollout itself when it continues as new; None when a rollout starts."""
 
 
 class CanaryRequest(BaseModel):

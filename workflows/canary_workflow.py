@@ -7,14 +7,14 @@ durable timer and one local activity, plus one more local activity when the weig
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from canary import contract, messages
+    from canary import activity_specs, contract, messages
     from canary.decision import (
         ALL_TO_CANARY,
         ALL_TO_PRIMARY,
@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         start_analysis,
     )
     from canary.details import status_markdown
-    from canary.spec import Strategy, WebhookType
+    from canary.spec import Canary, Strategy, WebhookType
     from canary.status import CanaryStatus, Event, EventKind, Phase
     from canary.targets import traits
     from workflows import search_attributes
@@ -45,12 +45,25 @@ RETRY_IO = RetryPolicy(
 KUBE_TIMEOUT = timedelta(seconds=30)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 READY_POLL_MAX = timedelta(seconds=10)
+CHECKS_WHILE_PAUSED = "checks-while-paused"
+"""Patch: a paused rollout still reads the canary's readiness every interval."""
 SAFE_ROLLOUT = "safe-rollout"
 """Patch: the primary is ready before it gets traffic; promotion keeps traffic on ready
 workloads and copies only the analysed revision; a failed promotion leaves the canary serving.
 Rollouts whose history lacks it run the code they started with."""
 FAILED_ENDS_AS_FAILURE = "failed-rollout-ends-as-workflow-failure"
 """Patch: a Failed rollout fails its workflow (RolloutFailed) instead of completing it."""
+CONTINUE_AS_NEW = "continue-as-new"
+"""Patch: a rollout whose history grows long continues as new at the top of a wait."""
+ROLL_BACK_ON_WORKFLOW_ERROR = "roll-back-on-workflow-error"
+"""Patch: an unexpected exception in the workflow code (a bug) ends the rollout Failed with
+traffic on a ready workload, instead of failing the workflow task again and again."""
+GATE_HOOKS_LOCAL = "gate-hooks-as-local-activity"
+"""Patch: a gate calls its hooks again after each interval as a local activity, which costs one
+history event instead of a workflow task and three activity events."""
+CONTINUE_AS_NEW_AT_EVENTS = 9_800
+"""A run continues as new at its first wait past this many events (or when the server
+suggests it), so that its history stays under about 10,000 events."""
 
 PAUSE, RESUME, PROMOTE, ABORT = "pause", "resume", "promote", "abort"
 CONTROL_SIGNALS = (PAUSE, RESUME, PROMOTE, ABORT)
@@ -96,9 +109,16 @@ class PrimaryNotRestored(Exception):
 
 @workflow.defn(name="CanaryWorkflow")
 class CanaryWorkflow:
+    continue_as_new_at_events = CONTINUE_AS_NEW_AT_EVENTS
+    """A class attribute, so that a test version can hand over sooner."""
+
     @workflow.init
     def __init__(self, request: contract.RolloutRequest) -> None:
         self._canary = request.canary
+        self._image = request.image
+        self._target_spec = activity_specs.for_target(request.canary)
+        """What the workload activities get of the spec (their inputs are in the history)."""
+        self._webhook_specs: dict[tuple[WebhookType, ...], Canary] = {}
         self._status = CanaryStatus(image=request.image)
         self._abort_reason: str | None = None
         self._promote_requested = False
@@ -113,12 +133,15 @@ class CanaryWorkflow:
         self._primary_replaced = False
         if request.image is not None:
             self._published[search_attributes.IMAGE.name] = request.image
+        self._resume = request.resume
+        if request.resume is not None:
+            self._restore(request.resume)
 
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
         self._safe = workflow.patched(SAFE_ROLLOUT)
         try:
-            if await self._initialize(request.image):
+            if self._resume is not None or await self._initialize(request.image):
                 await self._roll_out()
         except RollBack as rollback:
             await self._roll_back(str(rollback))
@@ -126,6 +149,12 @@ class CanaryWorkflow:
             await self._roll_back(messages.rolling_back_error(self._canary.target, str(failure)))
         except PromotionFailed as failure:
             await self._promotion_failed(str(failure))
+        except workflow.NondeterminismError:
+            raise  # the code does not match the history: a worker with the right code must run it
+        except Exception as error:  # cancellation and continue-as-new are no Exception
+            if not workflow.patched(ROLL_BACK_ON_WORKFLOW_ERROR):
+                raise
+            await self._recover(error)
         await self._publish()
         self._metrics.finish(self._status)
         if self._status.phase == Phase.FAILED and workflow.patched(FAILED_ENDS_AS_FAILURE):
@@ -138,6 +167,19 @@ class CanaryWorkflow:
                 non_retryable=True,
             )
         return self._status
+
+    async def _recover(self, error: Exception) -> None:
+        """After a bug: roll back (or, during a promotion, keep the analysed canary serving)
+        and end Failed with the error as the reason."""
+        detail = f"unexpected workflow error {type(error).__name__}: {error}"
+        workflow.logger.exception("rollout of %s stopped by a workflow error", self._target)
+        phase = self._status.phase
+        if phase.final:
+            self._event(f"{self._target} {phase}, then an {detail}", warning=True)
+        elif phase in (Phase.PROMOTING, Phase.FINALISING):
+            await self._promotion_failed(detail)
+        else:
+            await self._roll_back(messages.rolling_back_error(self._target, detail))
 
     # -- control ---------------------------------------------------------------------------
     # pause and resume are signals; promote and abort are updates (a refusal is the caller's
@@ -270,9 +312,11 @@ class CanaryWorkflow:
     # -- stages ----------------------------------------------------------------------------
 
     async def _roll_out(self) -> None:
-        await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
-        await self._scale_up()
-        if not (self._safe and self._canary.spec.skip_analysis):
+        if not self._resumes_after(contract.Stage.CONFIRM_ROLLOUT):
+            await self._gate(WebhookType.CONFIRM_ROLLOUT, Phase.WAITING)
+            await self._scale_up()
+        pre_rollout = not (self._safe and self._canary.spec.skip_analysis)
+        if pre_rollout and not self._resumes_after(contract.Stage.PRE_ROLLOUT):
             await self._pre_rollout()
         if not self._safe:
             if not self._canary.spec.skip_analysis:
@@ -284,20 +328,23 @@ class CanaryWorkflow:
         skip = self._canary.spec.skip_analysis
         while True:
             try:
-                if not skip:
+                if not skip and not self._resumes_after(contract.Stage.ANALYSIS):
                     await self._analyse()
                 if not self._promote_requested and not skip:
                     await self._gate(WebhookType.CONFIRM_PROMOTION, Phase.WAITING_PROMOTION)
                 await self._promote()
                 return
             except NewRevision:
+                self._resume = None  # the restarted analysis runs from its start
                 await self._restart()
 
     async def _initialize(self, image: str | None) -> bool:
         """Create the primary and route to it; False when there is nothing to roll out."""
         target = self._canary.target
         state = await self._activity(
-            contract.INITIALIZE, contract.CanaryRequest(canary=self._canary), contract.TargetState
+            contract.INITIALIZE,
+            contract.CanaryRequest(canary=self._target_spec),
+            contract.TargetState,
         )
         self._primary_replicas = max(state.primary_replicas, 1)
         self._primary_snapshot = state.primary_snapshot
@@ -306,7 +353,7 @@ class CanaryWorkflow:
         await self._set_routes(ALL_TO_PRIMARY, force=True)
         revision = state.canary_revision
         if image is not None:
-            request = contract.ImageRequest(canary=self._canary, image=image)
+            request = contract.ImageRequest(canary=self._target_spec, image=image)
             revision = await self._activity(contract.SET_CANARY_IMAGE, request, str)
         self._status = self._status.model_copy(
             update={"revision": revision, "phase": Phase.INITIALIZED}
@@ -330,7 +377,7 @@ class CanaryWorkflow:
         (raises NewRevision)."""
         image, self._new_image = self._new_image, None
         assert image is not None
-        request = contract.ImageRequest(canary=self._canary, image=image)
+        request = contract.ImageRequest(canary=self._target_spec, image=image)
         revision = await self._activity(contract.SET_CANARY_IMAGE, request, str)
         self._status = self._status.model_copy(update={"image": image})
         if restart:
@@ -349,7 +396,13 @@ class CanaryWorkflow:
     async def _pre_rollout(self) -> None:
         """Run pre-rollout hooks until they pass; each failure is a failed check."""
         hooks = self._canary.spec.analysis.webhooks_of(WebhookType.PRE_ROLLOUT)
+        retry = self._resuming(contract.Stage.PRE_ROLLOUT) is not None
         while hooks:
+            if retry:
+                await self._wait_interval("pre-rollout retry", contract.Stage.PRE_ROLLOUT)
+                if self._new_image is not None:
+                    await self._take_new_image(restart=False)
+                    await self._restart()
             results = await self._webhooks([WebhookType.PRE_ROLLOUT])
             failure = next((hook for hook in results if not hook.ok), None)
             if failure is None:
@@ -361,22 +414,22 @@ class CanaryWorkflow:
             await self._apply(
                 failed_check(self._canary, self._status, message, workflow.now(), not muted)
             )
-            await self._wait_interval("pre-rollout retry")
-            if self._new_image is not None:
-                await self._take_new_image(restart=False)
-                await self._restart()
+            retry = True
 
     async def _analyse(self) -> None:
         """Shift traffic step by step until the decision is to promote (or roll back)."""
         analysis = self._canary.spec.analysis
-        if self._safe and analysis.strategy == Strategy.CANARY:
-            await self._gate(WebhookType.CONFIRM_TRAFFIC_INCREASE, Phase.PROGRESSING)
         legacy = not self._safe
-        await self._apply(start_analysis(self._canary, self._status, workflow.now(), legacy))
+        resumed = self._resuming(contract.Stage.ANALYSIS)
+        if resumed is None:
+            if self._safe and analysis.strategy == Strategy.CANARY:
+                await self._gate(WebhookType.CONFIRM_TRAFFIC_INCREASE, Phase.PROGRESSING)
+            await self._apply(start_analysis(self._canary, self._status, workflow.now(), legacy))
         steps = self._steps()
-        step = 1
+        step = 1 if resumed is None else resumed.step
         while not self._promote_requested:
-            await self._wait_interval(f"analysis interval {step}/{steps}")
+            summary = f"analysis interval {step}/{steps}"
+            await self._wait_interval(summary, contract.Stage.ANALYSIS, step=step)
             if self._new_image is not None:
                 await self._take_new_image(restart=True)
             if self._promote_requested:
@@ -473,7 +526,7 @@ class CanaryWorkflow:
         a new revision starts over (NewRevision)."""
         step = 1
         while True:
-            await self._wait_interval(f"promotion interval {step}")
+            await self._wait_interval(f"promotion interval {step}", None)
             observation = await self._observe(f"promotion {step}: webhooks and metrics")
             decision = promotion_step(self._canary, self._status, observation, workflow.now())
             await self._apply(decision)
@@ -489,7 +542,7 @@ class CanaryWorkflow:
         try:
             readiness = await self._activity(
                 contract.READINESS,
-                contract.ReadinessRequest(canary=self._canary, primary=False),
+                contract.ReadinessRequest(canary=self._target_spec, primary=False),
                 contract.Readiness,
                 summary="is the canary ready",
             )
@@ -641,14 +694,31 @@ class CanaryWorkflow:
         """Hold until every hook of this confirm-* kind answers 2xx; a refusal is no failure."""
         if not self._canary.spec.analysis.webhooks_of(kind):
             return
+        stage = contract.Stage(kind.value)
+        resumed = self._resuming(stage)
         previous_phase = self._status.phase
-        announced = False
+        if resumed is not None and resumed.gate_phase is not None:
+            previous_phase = resumed.gate_phase
+        announced = resumed is not None
         rollback_hooks = {
             hook.name for hook in self._canary.spec.analysis.webhooks_of(WebhookType.ROLLBACK)
         }
         kinds = [kind, WebhookType.ROLLBACK] if self._safe and rollback_hooks else [kind]
+        local = False
         while True:
-            results = await self._webhooks(kinds)
+            if announced:
+                summary = f"waiting for {kind}"
+                await self._wait_interval(summary, stage, gate_phase=previous_phase)
+                if self._new_image is not None:
+                    await self._take_new_image(restart=kind != WebhookType.CONFIRM_ROLLOUT)
+                if self._safe and kind == WebhookType.CONFIRM_PROMOTION:
+                    # The analysis goes on while promotion waits for approval: it can still fail.
+                    observation = await self._observe(f"analysis while waiting for {kind}")
+                    await self._apply(
+                        judge(self._canary, self._status, observation, workflow.now())
+                    )
+                local = local or (self._safe and workflow.patched(GATE_HOOKS_LOCAL))
+            results = await self._webhooks(kinds, local=local)
             asked = next((h for h in results if h.ok and h.name in rollback_hooks), None)
             if asked is not None and len(kinds) > 1:
                 raise RollBack(messages.rolling_back_hook(self._canary.target, asked.name))
@@ -666,13 +736,6 @@ class CanaryWorkflow:
                 }.get(kind, messages.waiting_for_approval)
                 self._event(waiting(self._canary.target, refused.name), kind=EventKind.WAITING)
                 announced = True
-            await self._wait_interval(f"waiting for {kind}")
-            if self._new_image is not None:
-                await self._take_new_image(restart=kind != WebhookType.CONFIRM_ROLLOUT)
-            if self._safe and kind == WebhookType.CONFIRM_PROMOTION:
-                # The analysis goes on while promotion waits for approval: it can still fail.
-                observation = await self._observe(f"analysis while waiting for {kind}")
-                await self._apply(judge(self._canary, self._status, observation, workflow.now()))
 
     async def _wait_until_ready(self, primary: bool) -> None:
         """Wait for readiness; past the progress deadline, roll back."""
@@ -689,7 +752,7 @@ class CanaryWorkflow:
         deadline = workflow.now() + timedelta(seconds=self._canary.spec.progress_deadline_seconds)
         poll = min(timedelta(seconds=self._canary.spec.analysis.interval), READY_POLL_MAX)
         which = "primary" if primary else "canary"
-        request = contract.ReadinessRequest(canary=self._canary, primary=primary)
+        request = contract.ReadinessRequest(canary=self._target_spec, primary=primary)
         while True:
             readiness = await self._activity(
                 contract.READINESS, request, contract.Readiness, summary=f"is the {which} ready"
@@ -705,11 +768,23 @@ class CanaryWorkflow:
             await self._publish()
             await workflow.sleep(poll, summary=f"waiting for the {which} to be ready")
 
-    async def _wait_interval(self, summary: str) -> None:
-        """One analysis interval; an abort or promote cuts it short, a pause extends it."""
+    async def _wait_interval(
+        self,
+        summary: str,
+        stage: contract.Stage | None,
+        step: int = 1,
+        gate_phase: Phase | None = None,
+    ) -> None:
+        """One analysis interval; an abort or promote cuts it short, a pause extends it.
+
+        A long history continues as new here; the next run starts with this same wait at
+        `stage` (analysis `step`; at a gate, `gate_phase` is the phase to go back to). No
+        `stage` (a stepWeightPromotion step: at most 100 of them) never continues as new."""
         interval = timedelta(seconds=self._canary.spec.analysis.interval)
         while True:
             self._raise_if_aborted()
+            if stage is not None and self._history_full():
+                await self._continue_as_new(stage, step, gate_phase)
             await self._publish()
             try:
                 await workflow.wait_condition(
@@ -729,12 +804,13 @@ class CanaryWorkflow:
     async def _while_paused(self, interval: timedelta) -> None:
         """Hold while paused. A pause stops the analysis, not the safety checks: while the
         canary has traffic, its readiness and revision are still read every interval, so a
-        canary that stops being ready loses its share (rollouts before SAFE_ROLLOUT just hold)."""
+        canary that stops being ready loses its share (rollouts without CHECKS_WHILE_PAUSED
+        just hold)."""
 
         def resumed() -> bool:
             return self._interrupted or not self._status.paused
 
-        if not self._safe:
+        if not (self._safe and workflow.patched(CHECKS_WHILE_PAUSED)):
             await workflow.wait_condition(resumed)
             return
         while not resumed():
@@ -747,6 +823,62 @@ class CanaryWorkflow:
                     observation = await self._observe("paused: is the canary ready", True)
                     now = workflow.now()
                     await self._apply(decide(self._canary, self._status, observation, now))
+
+    def _history_full(self) -> bool:
+        """True when this run should hand over to a new one (rollouts before SAFE_ROLLOUT
+        never do: their next run would take the new code paths)."""
+        if not self._safe or self._interrupted:
+            return False
+        info = workflow.info()
+        full = (
+            info.get_current_history_length() >= self.continue_as_new_at_events
+            or info.is_continue_as_new_suggested()
+        )
+        return full and workflow.patched(CONTINUE_AS_NEW)
+
+    async def _continue_as_new(
+        self, stage: contract.Stage, step: int, gate_phase: Phase | None
+    ) -> NoReturn:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        resume = contract.ContinuedRollout(
+            stage=stage,
+            step=step,
+            gate_phase=gate_phase,
+            status=self._status,
+            primary_replicas=self._primary_replicas,
+            promote_requested=self._promote_requested,
+            abort_reason=self._abort_reason,
+            new_image=self._new_image,
+            unsent=self._unsent,
+            unsent_hook_events=self._unsent_hook_events,
+            published={k: v for k, v in self._published.items() if isinstance(v, str | int)},
+        )
+        workflow.continue_as_new(
+            contract.RolloutRequest(canary=self._canary, image=self._image, resume=resume)
+        )
+
+    def _restore(self, resume: contract.ContinuedRollout) -> None:
+        """Take over the state of the run this one continues."""
+        self._status = resume.status
+        self._primary_replicas = resume.primary_replicas
+        self._promote_requested = resume.promote_requested
+        self._abort_reason = resume.abort_reason
+        self._new_image = resume.new_image
+        self._unsent = list(resume.unsent)
+        self._unsent_hook_events = list(resume.unsent_hook_events)
+        self._published = dict(resume.published)
+
+    def _resuming(self, stage: contract.Stage) -> contract.ContinuedRollout | None:
+        """The carried state when this run continues a rollout waiting at `stage` (once)."""
+        resume = self._resume
+        if resume is None or resume.stage != stage:
+            return None
+        self._resume = None
+        return resume
+
+    def _resumes_after(self, stage: contract.Stage) -> bool:
+        """True when this run continues a rollout that was already past `stage`."""
+        return self._resume is not None and self._resume.stage.order > stage.order
 
     async def _settle_routes(self) -> None:
         """Give the router time to apply new weights before a workload that lost them stops."""
@@ -767,7 +899,7 @@ class CanaryWorkflow:
             raise RollBack(messages.rolling_back_abort(self._canary.target, self._abort_reason))
 
     async def _scale_canary(self, replicas: int) -> None:
-        request = contract.ScaleRequest(canary=self._canary, replicas=replicas)
+        request = contract.ScaleRequest(canary=self._target_spec, replicas=replicas)
         await self._activity(
             contract.SCALE_CANARY, request, type(None), summary=f"scale canary to {replicas}"
         )
@@ -797,20 +929,27 @@ class CanaryWorkflow:
         )
 
     async def _webhooks(
-        self, kinds: list[WebhookType], report_failures: bool = False, phase: Phase | None = None
+        self,
+        kinds: list[WebhookType],
+        report_failures: bool = False,
+        phase: Phase | None = None,
+        local: bool = False,
     ) -> list[Any]:
-        """Call the hooks of `kinds`; their payload names `phase` (default: the current one)."""
+        """Call the hooks of `kinds`; their payload names `phase` (default: the current one).
+        `local`: as a local activity (one marker event instead of three activity events and a
+        workflow task)."""
         hooks = [h for h in self._canary.spec.analysis.webhooks if h.type in kinds]
         if not hooks:
             return []
         request = contract.WebhooksRequest(
-            canary=self._canary,
+            canary=self._webhook_spec(kinds),
             kinds=kinds,
             phase=phase or self._status.phase,
             checksum=self._status.revision or "",
         )
         timeout = timedelta(seconds=sum(hook.longest_seconds for hook in hooks) + 30)
-        result = await self._activity(
+        call = self._local_activity if local else self._activity
+        result = await call(
             contract.CALL_WEBHOOKS,
             request,
             contract.WebhooksResult,
@@ -825,6 +964,13 @@ class CanaryWorkflow:
                         warning=True,
                     )
         return list(result.webhooks)
+
+    def _webhook_spec(self, kinds: list[WebhookType]) -> Canary:
+        """What `call_webhooks` gets of the spec for these kinds of hooks."""
+        key = tuple(kinds)
+        if key not in self._webhook_specs:
+            self._webhook_specs[key] = activity_specs.for_webhooks(self._canary, kinds)
+        return self._webhook_specs[key]
 
     async def _apply(self, decision: Decision) -> None:
         """Take the decision's status and log its new events; roll back or set its routes."""
