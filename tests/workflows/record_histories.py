@@ -130,6 +130,8 @@ CASES = [
     Case("blue_green_promoted", canary=_blue_green()),
     Case("blue_green_mirror_promoted", canary=_blue_green(mirror=True)),
     Case("paused_and_resumed", drive=pause_and_resume),
+    Case("paused_with_canary_checks_and_resumed", drive=pause_and_resume),
+    Case("step_weight_promotion", canary=canary_spec(stepWeightPromotion=40)),
     Case("promoted_early", drive=promote),
     Case("aborted", drive=abort),
     Case("superseded", drive=supersede),

@@ -25,6 +25,8 @@ EXPECTED = {
     "blue_green_promoted",
     "blue_green_mirror_promoted",
     "paused_and_resumed",
+    "paused_with_canary_checks_and_resumed",
+    "step_weight_promotion",
     "promoted_early",
     "aborted",
     "superseded",
