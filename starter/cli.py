@@ -473,6 +473,7 @@ async def _start(
     as_json: bool,
     supersede: bool = True,
 ) -> int:
+    superseding = False
     try:
         handle = await start_rollout(client, canary, image)
         said = f"started rollout {handle.id} of {canary.target}"
@@ -480,6 +481,7 @@ async def _start(
         if not supersede or image is None:
             raise
         handle, said = await supersede_rollout(client, running.workflow_id, image)
+        superseding = True
     if as_json:
         run_id = handle.first_execution_run_id or handle.result_run_id or handle.run_id
         print(json.dumps({"workflow_id": handle.id, "run_id": run_id}), flush=True)
@@ -487,7 +489,7 @@ async def _start(
         print(said, flush=True)
     if not wait:
         return EXIT_OK
-    return await _follow_to_verdict(handle, canary, as_json, image)
+    return await _follow_to_verdict(handle, canary, as_json, image, superseding)
 
 
 async def _follow_to_verdict(
@@ -495,15 +497,15 @@ async def _follow_to_verdict(
     canary: Canary,
     as_json: bool,
     image: str | None = None,
+    superseding: bool = False,
 ) -> int:
     """`watch` and `start --wait`: follow the rollout, then exit 0 Succeeded, 1 otherwise;
-    1 as well once another image superseded `image`."""
+    1 as well once another image superseded `image`. A job that itself superseded an earlier
+    image (`superseding`) first waits until the rollout runs its own."""
 
-    seen_mine = False
+    seen_mine = not superseding
 
     def superseded(status: CanaryStatus) -> bool:
-        """Another image took over after this one ran (a job that superseded an earlier image
-        waits until the rollout runs its own)."""
         nonlocal seen_mine
         seen_mine = seen_mine or status.image == image
         return image is not None and seen_mine and status.image != image

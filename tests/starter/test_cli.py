@@ -166,7 +166,8 @@ async def test_second_start_is_refused_and_controls_steer_the_rollout(
 async def test_a_second_start_supersedes_the_image_and_the_first_waiting_job_exits_1(
     platform: FakePlatform, address: str, dev_server_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    path = spec_file(tmp_path, "superseded", interval="2s")
+    # 19 steps of 2s: the rollout of v2 cannot end before the second start reaches it
+    path = spec_file(tmp_path, "superseded", interval="2s", stepWeight=5, maxWeight=95)
     first_job = asyncio.create_task(
         coalmine("start", "-f", str(path), "--image", "v2", "--wait", address=address)
     )
