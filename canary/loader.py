@@ -67,6 +67,7 @@ def load_canary(
     if problems:
         raise SpecError(problems)
     warnings += [f"{path}: unknown field, ignored" for path in _unknown_fields(canary, "")]
+    warnings += _unapplied_service_fields(canary)
     return LoadedCanary(canary=canary, warnings=warnings, default_provider=defaulted)
 
 
@@ -296,6 +297,20 @@ def semantic_problems(canary: spec.Canary) -> list[str]:
     return problems
 
 
+def _unapplied_service_fields(canary: spec.Canary) -> list[str]:
+    """One warning per routing field of `spec.service` that the router has no use for."""
+    provider = canary.spec.provider or providers.DEFAULT_PROVIDER
+    router = providers.router(provider)
+    if router is None:
+        return []
+    written = canary.spec.service.model_dump(by_alias=True, exclude_defaults=True)
+    return [
+        f"spec.service.{name}: provider {shown(provider)} does not apply it, ignored"
+        for name in providers.ROUTING_SERVICE_FIELDS
+        if name in written and name not in router.service_fields
+    ]
+
+
 def _name_problems(canary: spec.Canary) -> list[str]:
     """Names become Kubernetes object names, label values and PromQL label values: each
     must be valid with the suffix coalmine appends (`<name>-primary`, `<name>-canary`)."""
@@ -465,6 +480,10 @@ def _routing_problems(
         return problems
     if analysis.mirror and not router.mirroring:
         problems.append(f"{base}.mirror: provider {shown(provider)} cannot mirror traffic")
+    if analysis.session_affinity is not None and not router.session_affinity:
+        problems.append(
+            f"{base}.sessionAffinity: provider {shown(provider)} cannot keep sessions on the canary"
+        )
     for index, match in enumerate(analysis.match):
         problems += _match_problems(match, f"{base}.match[{index}]", provider, router)
     return problems

@@ -25,6 +25,25 @@ METRICS_PROVIDERS = ("prometheus",)
 DEFAULT_METRICS_PROVIDER = "prometheus"
 
 
+ROUTING_SERVICE_FIELDS = (
+    "gateways",
+    "hosts",
+    "gatewayRefs",
+    "trafficPolicy",
+    "retries",
+    "timeout",
+    "match",
+    "rewrite",
+    "headers",
+    "corsPolicy",
+    "delegation",
+    "apex",
+)
+"""`spec.service` fields that shape the router's objects; a router that does not apply one
+gets a warning, as Flagger ignores what its router has no use for. The others (port, names,
+`portDiscovery`, `primary`/`canary` metadata) are the target's Services'."""
+
+
 @dataclass(frozen=True)
 class RouterCapabilities:
     target_kinds: tuple[str, ...]
@@ -37,6 +56,9 @@ class RouterCapabilities:
     """Matches a `cookie` header condition (Flagger's cookie-based A/B testing)."""
     mirroring: bool = False
     session_affinity: bool = False
+    """Applies `analysis.sessionAffinity` (sticky canary sessions by cookie)."""
+    service_fields: frozenset[str] = frozenset()
+    """The routing fields of `spec.service` (of `ROUTING_SERVICE_FIELDS`) it applies."""
     builtin_metrics: Mapping[str, str] = field(default_factory=dict)
     """Built-in check -> PromQL template, with the placeholders of a custom query."""
     versions: tuple[str, ...] = ()
@@ -145,6 +167,7 @@ ROUTERS: Mapping[str, RouterCapabilities] = {
         cookie_match=True,
         mirroring=True,
         builtin_metrics=_ISTIO_METRICS,
+        service_fields=frozenset({"gateways", "hosts", "trafficPolicy", "retries"}),
     ),
     "traefik": RouterCapabilities(
         target_kinds=(LOCAL_KIND,),
@@ -173,6 +196,7 @@ ROUTERS: Mapping[str, RouterCapabilities] = {
         builtin_metrics=_HTTP_METRICS,
         versions=("v1", "v1beta1"),
         required_service_fields=("gatewayRefs",),
+        service_fields=frozenset({"gatewayRefs", "hosts"}),
     ),
 }
 """Routers coalmine implements; `kubernetes` means no traffic router (blue/green only), so

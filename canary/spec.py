@@ -195,6 +195,20 @@ class Alert(SpecModel):
     provider_ref: ProviderRef
 
 
+class ObjectLabels(SpecModel):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class SessionAffinity(SpecModel):
+    """Sticky canary sessions: a request routed to the canary gets `cookie_name` for
+    `max_age` seconds and keeps going to the canary while it has it."""
+
+    cookie_name: str = Field(min_length=1)
+    max_age: int = Field(default=86400, gt=0)
+    primary_cookie_name: str | None = None
+
+
 class Strategy(StrEnum):
     CANARY = "canary"
     AB_TESTING = "ab-testing"
@@ -217,6 +231,7 @@ class Analysis(SpecModel):
     """Flagger's `stepWeightPromotion`: once the primary runs the new version and is ready,
     traffic moves back to it this many percent per interval, each step analysed (canary
     strategy only). None moves it all at once."""
+    session_affinity: SessionAffinity | None = None
     metrics: list[Metric] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
     alerts: list[Alert] = Field(default_factory=list)
@@ -275,6 +290,23 @@ class Service(SpecModel):
     """Provider gatewayapi: the HTTPRoute's parentRefs."""
     traffic_policy: dict[str, Any] | None = None
     retries: dict[str, Any] | None = None
+    timeout: str | None = None
+    """The request timeout of the routes (an Istio/Gateway API duration such as `30s`)."""
+    match: list[dict[str, Any]] = Field(default_factory=list)
+    """Istio HTTPMatchRequests the routes apply to (all requests when empty)."""
+    rewrite: dict[str, Any] | None = None
+    headers: dict[str, Any] | None = None
+    """Request/response header operations: `request`/`response` each with set, add, remove."""
+    cors_policy: dict[str, Any] | None = None
+    delegation: bool = False
+    """Istio: the VirtualService is a delegate, attached from another VirtualService."""
+    port_discovery: bool = False
+    """Expose every container port of the target on the generated Services."""
+    app_protocol: str | None = None
+    apex: ObjectLabels | None = None
+    """Labels and annotations of the apex object (the VirtualService, HTTPRoute...)."""
+    primary: ObjectLabels | None = None
+    canary: ObjectLabels | None = None
 
 
 class LocalProcess(SpecModel):

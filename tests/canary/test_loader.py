@@ -149,6 +149,7 @@ def test_step_weights_variant() -> None:
     text = edited(
         {
             "spec.analysis.stepWeight": DELETE,
+            "spec.analysis.metrics": [],
             "spec.analysis.maxWeight": DELETE,
             "spec.analysis.stepWeights": [1, 2, 10, 80],
         }
@@ -301,8 +302,6 @@ def test_unknown_fields_are_warnings_not_errors() -> None:
         {
             "metadata.uid": "1234",
             "spec.revertOnDeletion": True,
-            "spec.service.portDiscovery": True,
-            "spec.analysis.sessionAffinity": {"cookieName": "flagger"},
             "spec.analysis.metrics[0].thresholdRange.foo": 1,
             "spec.analysis.webhooks[2].retriez": 3,
         }
@@ -312,13 +311,44 @@ def test_unknown_fields_are_warnings_not_errors() -> None:
         [
             "metadata.uid: unknown field, ignored",
             "spec.revertOnDeletion: unknown field, ignored",
-            "spec.service.portDiscovery: unknown field, ignored",
-            "spec.analysis.sessionAffinity: unknown field, ignored",
             "spec.analysis.metrics[0].thresholdRange.foo: unknown field, ignored",
             "spec.analysis.webhooks[2].retriez: unknown field, ignored",
         ]
     )
     assert result.canary.spec.analysis.weights == [10, 20, 30, 40, 50]
+
+
+def test_routing_fields_the_router_has_no_use_for_are_warnings() -> None:
+    text = edited(
+        {
+            "spec.provider": "kubernetes",
+            "spec.analysis.iterations": 5,
+            "spec.analysis.stepWeight": DELETE,
+            "spec.analysis.metrics": [],
+            "spec.service.timeout": "30s",
+            "spec.service.apex": {"labels": {"team": "a"}},
+            "spec.service.portDiscovery": True,
+        }
+    )
+    warnings = load(text).warnings
+    assert "spec.service.timeout: provider 'kubernetes' does not apply it, ignored" in warnings
+    assert "spec.service.apex: provider 'kubernetes' does not apply it, ignored" in warnings
+    assert not [line for line in warnings if "portDiscovery" in line]
+
+
+def test_session_affinity_needs_a_router_that_keeps_sessions() -> None:
+    text = edited(
+        {
+            "spec.provider": "kubernetes",
+            "spec.analysis.iterations": 5,
+            "spec.analysis.stepWeight": DELETE,
+            "spec.analysis.metrics": [],
+            "spec.analysis.sessionAffinity": {"cookieName": "canary"},
+        }
+    )
+    assert problems_of(text) == [
+        "spec.analysis.sessionAffinity: provider 'kubernetes' cannot keep sessions on the canary"
+    ]
 
 
 # -- problems --------------------------------------------------------------------------------
@@ -454,6 +484,7 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         pytest.param(
             {
                 "spec.analysis.stepWeight": DELETE,
+                "spec.analysis.metrics": [],
                 "spec.analysis.maxWeight": DELETE,
                 "spec.analysis.stepWeights": [10, 200],
             },
@@ -463,6 +494,7 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         pytest.param(
             {
                 "spec.analysis.stepWeight": DELETE,
+                "spec.analysis.metrics": [],
                 "spec.analysis.stepWeights": [10, 30, 20],
             },
             ["spec.analysis.stepWeights: must be strictly increasing"],
@@ -489,6 +521,7 @@ def test_documents_that_are_not_one_canary(text: str, expected: str) -> None:
         pytest.param(
             {
                 "spec.analysis.stepWeight": DELETE,
+                "spec.analysis.metrics": [],
                 "spec.analysis.maxWeight": DELETE,
                 "spec.analysis.iterations": 5,
                 "spec.analysis.stepWeightPromotion": 20,
