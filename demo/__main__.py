@@ -92,12 +92,15 @@ async def run_rollouts(platform: Platform, canary: Canary) -> bool:
     )
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Our own handler for both: under asyncio.run, Ctrl-C would only cancel the running task,
+    # and a client call that absorbs the cancellation would let the demo run on.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     state_dir = STATE_DIR.resolve()
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)

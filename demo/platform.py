@@ -4,6 +4,7 @@ local process under one state folder, each stopped by its own pid.
 `make demo` and the end-to-end tests both stand on it.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -31,6 +32,7 @@ SEARCH_ATTRIBUTES = (
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Seconds; Traefik's default buckets are too coarse for a p99 in milliseconds."""
 STOP_TIMEOUT_SECONDS = 15.0
+TEMPORAL_START_ATTEMPTS = 3
 SCRAPING = 'count_over_time(up{job="traefik"}[10s]) >= 3'
 """True once Prometheus has scraped Traefik a few times, so rates over 10s have samples."""
 
@@ -102,7 +104,12 @@ class Ports:
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(free_port(), free_port(), free_port(), free_port(), free_port(), free_port())
+        """Six distinct free ports: each is held until all are picked, so none repeats."""
+        with contextlib.ExitStack() as held:
+            probes = [held.enter_context(socket.socket()) for _ in fields(cls)]
+            for probe in probes:
+                probe.bind(("127.0.0.1", 0))
+            return cls(*(probe.getsockname()[1] for probe in probes))
 
 
 @dataclass
@@ -252,8 +259,18 @@ class Platform:
         ]
         for attribute in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", attribute]
-        self._spawn("temporal", argv)
-        self._wait_http("temporal", f"{self.ui_url}/", timeout_seconds=60)
+        # The dev server picks free ports for its internal services itself; another process
+        # can take one between its pick and its bind, and then it exits at once: start again.
+        for attempt in range(1, TEMPORAL_START_ATTEMPTS + 1):
+            self._spawn("temporal", argv)
+            try:
+                self._wait_http("temporal", f"{self.ui_url}/", timeout_seconds=60)
+                return
+            except PlatformError:
+                failed = self.processes["temporal"]
+                if failed.running or attempt == TEMPORAL_START_ATTEMPTS:
+                    raise
+                failed.stop()
 
     def start_prometheus(self) -> None:
         prometheus = find_program(
