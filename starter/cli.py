@@ -332,7 +332,7 @@ async def _control(handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], args: A
 async def _history(
     client: Client, handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], run_id: str, as_json: bool
 ) -> int:
-    story = await history.read_story(handle, client.data_converter, run_id)
+    story = await history.read_story(client, handle, run_id)
     if story.status_error is not None:
         print(
             f"warning: the status query was not answered ({story.status_error}); "

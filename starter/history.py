@@ -18,6 +18,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
+    Client,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
@@ -39,6 +40,9 @@ LOCAL_ACTIVITY_MARKER = "core_local_activity"
 `seq`, `complete_time`...) and `result` (the activity's result payload)."""
 CONTROL_UPDATES = (canary_workflow.PROMOTE, canary_workflow.ABORT)
 STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
+MAX_RUNS = 1000
+"""Runs of one rollout read back for its history; a run continues as new after about 10,000
+events, so this is years of one-minute intervals."""
 
 
 class NotARollout(Exception):
@@ -109,14 +113,11 @@ async def _started_request(
     return request
 
 
-async def read_story(
-    handle: WorkflowHandle[Any, Any], converter: DataConverter, run_id: str
-) -> Story:
-    """Fetch the run's whole history and tell it in order."""
-    history = await handle.fetch_history(rpc_timeout=RPC_TIMEOUT)
-    events = list(history.events)
-    if not events:
-        raise NotARollout(f"workflow {handle.id} has no history")
+async def read_story(client: Client, handle: WorkflowHandle[Any, Any], run_id: str) -> Story:
+    """Fetch the run's whole history, and those of the runs it continued (a long rollout
+    continues as new), and tell them in order."""
+    converter = client.data_converter
+    events = await _rollout_events(client, handle)
     request = await _started_request(events[0], converter)
     entries, final = await story_entries(events, request, converter)
     status, status_error = final, None
@@ -136,6 +137,23 @@ async def read_story(
         status=status,
         status_error=status_error,
     )
+
+
+async def _rollout_events(client: Client, handle: WorkflowHandle[Any, Any]) -> list[HistoryEvent]:
+    """The events of `handle`'s run, preceded by those of every run it continued, oldest
+    first (at most `MAX_RUNS` runs)."""
+    runs: list[list[HistoryEvent]] = []
+    run: WorkflowHandle[Any, Any] = handle
+    while len(runs) < MAX_RUNS:
+        events = list((await run.fetch_history(rpc_timeout=RPC_TIMEOUT)).events)
+        if not events:
+            raise NotARollout(f"workflow {handle.id} has no history")
+        runs.insert(0, events)
+        started = events[0].workflow_execution_started_event_attributes
+        if not started.continued_execution_run_id:
+            break
+        run = client.get_workflow_handle(handle.id, run_id=started.continued_execution_run_id)
+    return [event for events in runs for event in events]
 
 
 def _rank(entry: Entry) -> int:
@@ -174,6 +192,8 @@ async def story_entries(
             task_time = when
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             attributes = event.workflow_execution_started_event_attributes
+            if attributes.continued_execution_run_id:
+                continue  # the previous run's end says it continued
             image = f"image {request.image}" if request.image else "the current image"
             entries.append(
                 Entry(

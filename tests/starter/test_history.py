@@ -30,7 +30,9 @@ from starter import history
 from starter.verdict import final_status
 from tests.starter import test_cli
 from tests.starter.test_cli import coalmine, spec_file, wait_for
+from tests.workflows import test_continue_as_new as continue_as_new
 from tests.workflows.fakes import FakePlatform, canary_spec, failing
+from tests.workflows.record_histories import run_ids
 from tests.workflows.test_canary_workflow import running_worker, start
 
 platform = test_cli.platform
@@ -256,3 +258,27 @@ async def test_a_failed_rollout_tells_its_end_from_the_failure_as_older_runs_fro
         assert entries[-1].message == f"ended Failed: {reason}"
         assert entries[-1].warning
     assert status.reason == "Rolling back podinfo.test failed checks threshold reached 2"
+
+
+async def test_a_rollout_that_continued_as_new_tells_every_run(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    platform = FakePlatform()
+    canary = canary_spec(maxWeight=90, stepWeight=2)
+    async with continue_as_new.worker(time_skipping_env, platform):
+        handle = await continue_as_new.start(time_skipping_env, platform, canary)
+        await handle.result()
+        latest = time_skipping_env.client.get_workflow_handle(handle.id)
+        description = await latest.describe()
+        story = await history.read_story(time_skipping_env.client, latest, description.run_id)
+    runs = await run_ids(time_skipping_env.client, handle.id, handle.result_run_id or "")
+    assert len(runs) >= 3
+    kinds = [entry.kind for entry in story.entries]
+    assert kinds.count(history.EntryKind.STARTED) == 1
+    assert kinds[0] == history.EntryKind.STARTED
+    continued = [entry.message for entry in story.entries if "continued as new" in entry.message]
+    assert continued == [f"continued as new run {run}" for run in runs[1:]]
+    steps = [entry for entry in story.entries if entry.kind == history.EntryKind.ANALYSIS]
+    assert len(steps) == len(platform.observed_weights) == 45, "every run's steps are told"
+    assert story.status is not None
+    assert story.status.phase == "Succeeded"
