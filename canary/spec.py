@@ -5,8 +5,9 @@ Unknown fields are kept so the loader can warn about them instead of failing.
 """
 
 import re
+import types
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -17,6 +18,8 @@ from pydantic import (
     Field,
     FiniteFloat,
     PlainSerializer,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -73,6 +76,19 @@ Interval = Annotated[Seconds, _at_most(MAX_INTERVAL_SECONDS)]
 WebhookTimeout = Annotated[Seconds, _at_most(MAX_WEBHOOK_TIMEOUT_SECONDS)]
 
 
+def _is_number(annotation: Any) -> bool:
+    """`int`, `float` or a constrained or optional one."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation in (int, float):
+        return True
+    if origin is Annotated:
+        return _is_number(args[0])
+    if origin in (Union, types.UnionType):
+        kinds = [arg for arg in args if arg is not type(None)]
+        return all(_is_number(arg) for arg in kinds)
+    return False
+
+
 class SpecModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
@@ -80,6 +96,24 @@ class SpecModel(BaseModel):
         extra="allow",
         frozen=True,
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's true/false would otherwise read as 1/0 (`threshold: true`)."""
+        if info.field_name is None:
+            return value
+        field = cls.model_fields[info.field_name]
+        if any(isinstance(item, BeforeValidator) for item in field.metadata):
+            return value  # a duration, with its own message
+        annotation = field.annotation
+        items = get_args(annotation) if get_origin(annotation) is list else ()
+        if isinstance(value, bool) and _is_number(annotation):
+            raise ValueError("must be a number, not true or false")
+        listed = isinstance(value, list) and items and _is_number(items[0])
+        if listed and any(isinstance(item, bool) for item in value):
+            raise ValueError("must be numbers, not true or false")
+        return value
 
     @model_validator(mode="before")
     @classmethod

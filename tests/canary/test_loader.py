@@ -354,6 +354,25 @@ def test_session_affinity_needs_a_router_that_keeps_sessions() -> None:
 # -- problems --------------------------------------------------------------------------------
 
 
+def test_true_and_false_are_not_numbers() -> None:
+    text = edited(
+        {
+            "spec.analysis.threshold": True,
+            "spec.analysis.stepWeight": False,
+            "spec.service.port": True,
+            "spec.analysis.metrics[0].thresholdRange.min": True,
+        }
+    )
+    assert sorted(problems_of(text)) == [
+        "spec.analysis.metrics[0].thresholdRange.min: must be a number, not true or false",
+        "spec.analysis.stepWeight: must be a number, not true or false",
+        "spec.analysis.threshold: must be a number, not true or false",
+        "spec.service.port: must be a number, not true or false",
+    ]
+    weights = edited({"spec.analysis.stepWeight": DELETE, "spec.analysis.stepWeights": [5, True]})
+    assert problems_of(weights) == ["spec.analysis.stepWeights: must be numbers, not true or false"]
+
+
 def test_unparsable_yaml_names_the_line() -> None:
     text = (
         "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n namespace: x\n"
