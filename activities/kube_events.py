@@ -20,6 +20,7 @@ import kubernetes
 import urllib3
 
 from activities import errors, kube_client
+from canary import targets
 from canary.contract import Notification, NotificationKind
 from canary.spec import Canary, Severity
 
@@ -44,8 +45,9 @@ KUBE_FAILURES: tuple[type[BaseException], ...] = (
 
 
 def applies_to(canary: Canary) -> bool:
-    """Events go on Kubernetes targets only; LocalProcess targets get none."""
-    return canary.spec.target_ref.kind == TARGET_KIND
+    """Events go on Kubernetes targets only (`canary.targets`); LocalProcess targets get none."""
+    entry = targets.TRAITS.get(canary.spec.target_ref.kind)
+    return entry is not None and entry.kubernetes_events
 
 
 def event_type(severity: Severity) -> str:
