@@ -41,7 +41,7 @@ from canary import contract, safe_yaml
 from canary.loader import LoadedCanary, SpecError, load_canary
 from canary.spec import Canary, workflow_id
 from canary.status import MAX_EVENTS, CanaryStatus, Phase
-from starter import history, render, watch
+from starter import history, render, verdict, watch
 from worker import command as worker_command
 from worker.connection import (
     RPC_TIMEOUT,
@@ -280,7 +280,7 @@ async def _run_remote(args: argparse.Namespace) -> int:
     try:
         description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
         if args.command == "status":
-            status = await handle.query(CanaryWorkflow.status, rpc_timeout=RPC_TIMEOUT)
+            status = await _status(handle, description.status)
             print(status.model_dump_json(indent=2) if args.json else render.status(status))
             return EXIT_OK
         if args.command == "watch":
@@ -292,7 +292,7 @@ async def _run_remote(args: argparse.Namespace) -> int:
             )
             return await _history(client, run, description.run_id, args.json)
         if description.status != WorkflowExecutionStatus.RUNNING:
-            final = await handle.query(CanaryWorkflow.status, rpc_timeout=RPC_TIMEOUT)
+            final = await _status(handle, description.status)
             raise Refused(
                 f"the rollout of {args.name}.{args.namespace} has already ended ({final.phase})"
             )
@@ -312,6 +312,19 @@ async def _run_remote(args: argparse.Namespace) -> int:
         raise Refused(f"workflow {handle.id}: {error}") from None
     print(json.dumps({"ok": True, "message": message}) if args.json else message)
     return EXIT_OK
+
+
+async def _status(
+    handle: WorkflowHandle[CanaryWorkflow, CanaryStatus],
+    execution: WorkflowExecutionStatus | None,
+) -> CanaryStatus:
+    """A running rollout answers the status query; an ended one has its verdict in its
+    history, which needs no worker (the query would replay the whole run on one)."""
+    if execution != WorkflowExecutionStatus.RUNNING:
+        recorded = await verdict.recorded_verdict(handle, RPC_TIMEOUT)
+        if recorded is not None:
+            return recorded
+    return await handle.query(CanaryWorkflow.status, rpc_timeout=RPC_TIMEOUT)
 
 
 async def _control(handle: WorkflowHandle[CanaryWorkflow, CanaryStatus], args: Any) -> str:

@@ -5,9 +5,10 @@ with a `RolloutFailed` application error whose details hold the status, so Tempo
 and counts it as failed; rollouts that ended before that change completed with a Failed status.
 """
 
+from datetime import timedelta
 from typing import Any
 
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowContinuedAsNewError, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from canary import contract
@@ -24,6 +25,19 @@ async def final_status(handle: WorkflowHandle[Any, CanaryStatus]) -> CanaryStatu
         if status is None:
             raise
         return status
+
+
+async def recorded_verdict(
+    handle: WorkflowHandle[Any, CanaryStatus], rpc_timeout: timedelta
+) -> CanaryStatus | None:
+    """The verdict a closed run recorded, read from its last event with no worker involved;
+    None when it ended without one (terminated, cancelled, continued as new...)."""
+    try:
+        return await handle.result(follow_runs=False, rpc_timeout=rpc_timeout)
+    except WorkflowFailureError as error:
+        return failed_status(error)
+    except WorkflowContinuedAsNewError:
+        return None
 
 
 def failed_status(error: WorkflowFailureError) -> CanaryStatus | None:

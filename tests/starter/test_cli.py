@@ -186,6 +186,33 @@ async def test_a_second_start_supersedes_the_image_and_the_first_waiting_job_exi
     assert (parsed["phase"], parsed["image"], parsed["revision"]) == ("Succeeded", "v3", "rev-v3")
 
 
+async def test_an_ended_rollout_tells_its_status_with_no_worker_running(
+    dev_server_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The verdict is read from the ended run's history: no worker replays the run for it."""
+    address = dev_server_env.client.service_client.config.target_host
+    fake = FakePlatform(failing_image="bad", task_queue=TASK_QUEUE)
+    async with Worker(
+        dev_server_env.client,
+        task_queue=TASK_QUEUE,
+        workflows=[CanaryWorkflow],
+        activities=fake.activities(),
+    ):
+        for name, image, code in (("ended-ok", "v2", 0), ("ended-bad", "bad", 1)):
+            path = spec_file(tmp_path, name)
+            run = await coalmine(
+                "start", "-f", str(path), "--image", image, "--wait", address=address
+            )
+            assert run.code == code, run.err
+    for name, phase in (("ended-ok", "Succeeded"), ("ended-bad", "Failed")):
+        status = await coalmine("status", name, "-n", "test", "--json", address=address)
+        assert status.code == 0, status.err
+        assert json.loads(status.out)["phase"] == phase
+        late = await coalmine("pause", name, "-n", "test", address=address)
+        assert late.code == 2
+        assert late.err.strip() == f"error: the rollout of {name}.test has already ended ({phase})"
+
+
 async def test_abort_rolls_back_a_running_rollout(
     platform: FakePlatform, address: str, dev_server_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
