@@ -105,21 +105,21 @@ class MetricSources:
         )
         return MetricSource(
             provider_type=provider.type,
-            address=self._address(canary, provider),
+            address=self._address(canary, metric, provider),
             query=query,
             access=access,
             verify_tls=not provider.insecure_skip_verify,
         )
 
-    def _address(self, canary: Canary, provider: TemplateProvider) -> str:
+    def _address(self, canary: Canary, metric: Metric, provider: TemplateProvider) -> str:
+        """The template's address, else Prometheus's fallbacks or the provider's default."""
         traits = providers.METRICS_PROVIDERS.get(provider.type)
         if traits is None:
             raise PermanentError(f"unknown metrics provider {provider.type!r}")
         if provider.address:
             return provider.address
         if traits.uses_metrics_server:
-            spec = canary.spec
-            return spec.analysis.metrics_server or spec.metrics_server or self._default_server
+            return canary.metrics_server_for(metric) or self._default_server
         if traits.default_address is None:
             raise PermanentError(f"spec.provider.address: required with provider {provider.type}")
         return traits.default_address
