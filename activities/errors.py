@@ -8,6 +8,7 @@ invalid query) and let anything else propagate to be retried. The activity shell
 import os
 import ssl
 import urllib.parse
+from collections.abc import Iterable
 
 
 class PermanentError(Exception):
@@ -58,4 +59,17 @@ def redact_url(text: str, url: str) -> str:
     secrets |= {urllib.parse.unquote_plus(piece) for piece in secrets}
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
+    return text
+
+
+_SHORTEST_SECRET = 4
+"""Shorter values are left in: hiding every `1` or `ab` would garble a message."""
+
+
+def redact_values(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value (a credential read from a Secret) replaced by `***`,
+    for messages that quote what a server answered: some servers echo what they were sent."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= _SHORTEST_SECRET:
+            text = text.replace(secret, REDACTED)
     return text

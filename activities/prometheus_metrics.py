@@ -8,19 +8,12 @@ from typing import Any
 
 import httpx
 
-from activities import bounded_http, errors
-from activities.errors import MetricsUnavailableError, PermanentError
+from activities.errors import PermanentError
+from activities.metrics_http import MetricsAccess, MetricsServer, basic_auth
 from canary import providers
 from canary.spec import QUERY_PLACEHOLDER
 
-MAX_RESPONSE_BYTES = 4 * bounded_http.MIB
-"""An instant query that should return one series answers in a few hundred bytes."""
-MAX_REDIRECTS = 5
-MESSAGE_BODY_CHARS = 200
 AVAILABILITY_QUERY = "vector(1)"
-
-# Error statuses after which the same query may succeed later (besides any 5xx).
-_TRANSIENT_STATUSES = frozenset({408, 429})
 
 
 def render_query(
@@ -34,18 +27,21 @@ def render_query(
     ingress: str | None = None,
     route: str | None = None,
     variables: Mapping[str, str] | None = None,
+    quote: str | None = '"',
 ) -> str:
     """Fill `{{ namespace }}`, `{{ target }}`, `{{ interval }}` and `{{ variables.NAME }}`,
     and `{{ service }}`, `{{ name }}`, `{{ ingress }}`, `{{ route }}` when given (see
     `canary.spec.Canary.query_values`); the interval is a Prometheus duration such as `1m30s`.
 
-    Values are escaped for a PromQL string (`\\` and `"`), since placeholders sit inside
-    label matchers: a value can end the quoted string it is pasted into."""
+    Values are escaped for a string of the query language quoted by `quote` (`\\` and the
+    quote; PromQL's `"` by default), since placeholders sit inside label matchers: a value can
+    end the quoted string it is pasted into. With `quote` None they are pasted as they are."""
     optional = {"service": service, "name": name, "ingress": ingress, "route": route}
     values = {"namespace": namespace, "target": target}
     values.update({key: value for key, value in optional.items() if value is not None})
     values.update({f"variables.{name}": value for name, value in (variables or {}).items()})
-    values = {name: promql_string_content(value) for name, value in values.items()}
+    if quote is not None:
+        values = {name: string_content(value, quote) for name, value in values.items()}
     values["interval"] = interval
 
     def substitute(match: re.Match[str]) -> str:
@@ -57,9 +53,9 @@ def render_query(
     return QUERY_PLACEHOLDER.sub(substitute, template)
 
 
-def promql_string_content(value: str) -> str:
-    """`value` escaped to stand between the double quotes of a PromQL string."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+def string_content(value: str, quote: str) -> str:
+    """`value` escaped with backslashes to stand between two `quote`s."""
+    return value.replace("\\", "\\\\").replace(quote, "\\" + quote)
 
 
 def builtin_query(router: str, metric: str, *, namespace: str, target: str, interval: str) -> str:
@@ -80,20 +76,25 @@ class PrometheusMetrics:
 
     Each query has one deadline and a cap on the answer. It does not retry: a
     `MetricsUnavailableError` (no usable answer) or `PermanentError` (the query is wrong) is
-    left to the caller.
+    left to the caller. With a Secret, its `token` is sent as a bearer token, else its
+    `username` and `password` as basic authentication.
     """
 
     def __init__(
-        self, address: str, client: httpx.AsyncClient, timeout_seconds: float = 10.0
+        self,
+        address: str,
+        client: httpx.AsyncClient,
+        timeout_seconds: float = 10.0,
+        access: MetricsAccess | None = None,
     ) -> None:
-        self._address = address.rstrip("/")
-        self._client = client
-        self._timeout_seconds = timeout_seconds
+        access = access or MetricsAccess()
+        self._server = MetricsServer("prometheus", address, client, timeout_seconds, access)
+        self._auth = _authorization(access)
 
     async def check_available(self) -> None:
         """Raise `MetricsUnavailableError` unless the server answers `vector(1)` with 1."""
         if await self.query_value(AVAILABILITY_QUERY) != 1.0:
-            raise self._unavailable(f"{AVAILABILITY_QUERY} does not answer 1")
+            raise self._server.unavailable(f"{AVAILABILITY_QUERY} does not answer 1")
 
     async def query_value(self, promql: str) -> float | None:
         """The instant query's value, or None when there is none (empty result or NaN).
@@ -101,59 +102,24 @@ class PrometheusMetrics:
         The query must return at most one series: with several, which one counts would be
         arbitrary, so that is an error; aggregate the query, e.g. wrap it in `sum(...)`.
         """
-        try:
-            reply = await bounded_http.request(
-                self._client,
-                "GET",
-                f"{self._address}/api/v1/query",
-                params={"query": promql},
-                deadline_seconds=self._timeout_seconds,
-                max_bytes=MAX_RESPONSE_BYTES,
-                max_redirects=MAX_REDIRECTS,
-            )
-        except TimeoutError as error:
-            raise self._unavailable(f"timed out after {self._timeout_seconds:g}s") from error
-        except httpx.TooManyRedirects as error:
-            raise self._unavailable(f"more than {MAX_REDIRECTS} redirects") from error
-        except bounded_http.BodyTooLargeError as error:
-            raise self._unavailable(str(error)) from error
-        except (httpx.HTTPError, httpx.InvalidURL) as error:
-            reason = errors.os_reason(error) or str(error) or type(error).__name__
-            raise self._unavailable(reason) from error
-        if not reply.is_success:
-            self._raise_error_reply(reply, promql)
-        return _instant_value(self._data(reply), promql)
-
-    def _raise_error_reply(self, reply: bounded_http.Reply, promql: str) -> None:
-        try:
-            text = " ".join(str(reply.json()["error"]).split())
-        except (ValueError, KeyError, TypeError):
-            text = reply.text(MESSAGE_BODY_CHARS)
-        status = reply.status_code
-        if status < 400 or status >= 500 or status in _TRANSIENT_STATUSES:
-            raise self._unavailable(f"status {status}: {text}" if text else f"status {status}")
-        raise PermanentError(
-            f"prometheus at {self._address} rejected the query (status {status}): {text};"
-            f" query: {promql}"
+        document = await self._server.get_json(
+            "/api/v1/query", {"query": promql}, promql, headers=self._auth
         )
-
-    def _data(self, reply: bounded_http.Reply) -> Mapping[str, Any]:
-        """The `data` of a successful API answer; anything else is not Prometheus answering
-        (a proxy's page, a login form) and so is "metrics unavailable"."""
-        try:
-            document = reply.json()
-        except ValueError:
-            kind = reply.content_type.split(";")[0].strip() or "no content type"
-            raise self._unavailable(f"the answer is not JSON ({kind})") from None
         data = document.get("data") if isinstance(document, dict) else None
         if not isinstance(data, dict) or not isinstance(data.get("resultType"), str):
-            raise self._unavailable("the answer is not a Prometheus query result")
-        return data
+            raise self._server.unavailable("the answer is not a Prometheus query result")
+        return _instant_value(data, promql)
 
-    def _unavailable(self, reason: str) -> MetricsUnavailableError:
-        return MetricsUnavailableError(
-            f"metrics unavailable: prometheus at {self._address}: {reason}"
-        )
+
+def _authorization(access: MetricsAccess) -> dict[str, str]:
+    """The Authorization header the template's Secret makes: bearer `token`, else basic."""
+    if access.secret is None:
+        return {}
+    if access.credentials.get("token"):
+        return {"Authorization": f"Bearer {access.credentials['token']}"}
+    needs = "token, or username and password"
+    username = access.credential("username", "prometheus", needs)
+    return basic_auth(username, access.credential("password", "prometheus", needs))
 
 
 def _instant_value(data: Mapping[str, Any], promql: str) -> float | None:

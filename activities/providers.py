@@ -12,10 +12,14 @@ import httpx
 import kubernetes
 
 from activities import errors
+from activities.datadog_metrics import DatadogMetrics
 from activities.gatewayapi_router import GatewayAPIRouter, GatewaySettings
+from activities.graphite_metrics import GraphiteMetrics
 from activities.istio_router import IstioRouter, IstioSettings
 from activities.kubernetes_target import KubernetesTarget, ServiceSettings
 from activities.local_target import LocalTarget
+from activities.metrics_http import MetricsAccess
+from activities.newrelic_metrics import NewRelicMetrics
 from activities.no_router import NoRouter
 from activities.prometheus_metrics import PrometheusMetrics
 from activities.scope import WorkerScope
@@ -101,13 +105,19 @@ def router_for(
 
 
 def metrics_provider_for(
-    provider_type: str, address: str, client: httpx.AsyncClient, timeout_seconds: float
+    provider_type: str,
+    address: str,
+    client: httpx.AsyncClient,
+    timeout_seconds: float,
+    access: MetricsAccess | None = None,
 ) -> MetricsProvider:
-    """The metrics provider of a MetricTemplate's `spec.provider.type`, over `client`."""
+    """The metrics provider of a MetricTemplate's `spec.provider.type`, over `client`, with
+    the template's headers and Secret in `access`. A Secret that lacks what the provider needs
+    is a `PermanentError`."""
     build = METRICS.get(provider_type) if provider_type in providers.METRICS_PROVIDERS else None
     if build is None:
         raise errors.PermanentError(f"unknown metrics provider {provider_type!r}")
-    return build(address, client, timeout_seconds)
+    return build(address, client, timeout_seconds, access or MetricsAccess())
 
 
 def _local_target(canary: Canary, api: KubeApi, scope: WorkerScope) -> Target:
@@ -202,7 +212,10 @@ ROUTERS: Mapping[str, Callable[[Canary, KubeApi, WorkerScope], Router]] = {
 }
 """Provider name -> builder; one per entry of `canary.providers.ROUTERS`."""
 
-METRICS: Mapping[str, Callable[[str, httpx.AsyncClient, float], MetricsProvider]] = {
+METRICS: Mapping[str, Callable[[str, httpx.AsyncClient, float, MetricsAccess], MetricsProvider]] = {
     "prometheus": PrometheusMetrics,
+    "datadog": DatadogMetrics,
+    "newrelic": NewRelicMetrics,
+    "graphite": GraphiteMetrics,
 }
 """Metrics provider type -> builder; one per name of `canary.providers.METRICS_PROVIDERS`."""

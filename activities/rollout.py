@@ -6,23 +6,23 @@ non-retryable failure; anything else is retried by the policy set at the call si
 """
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator
 
 import httpx
 import kubernetes
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import bounded_http, errors, providers
+from activities import bounded_http, errors, metric_sources, providers
 from activities.prometheus_metrics import builtin_query, render_query
 from activities.scope import WorkerScope
 from activities.webhooks import call_webhook, webhook_payload
 from canary import contract
 from canary.decision import StepObservation
 from canary.durations import format_duration
-from canary.providers import DEFAULT_PROVIDER
+from canary.providers import DEFAULT_PROVIDER, METRICS_PROVIDERS
 from canary.spec import Canary, Metric, Webhook, WebhookType
 from canary.status import MetricObservation, Phase, WebhookObservation
 
@@ -33,7 +33,7 @@ METRIC_QUERIES_AT_ONCE = 4
 open many connections at once."""
 
 
-@contextmanager
+@contextlib.contextmanager
 def permanent_errors() -> Iterator[None]:
     try:
         yield
@@ -61,7 +61,7 @@ class RolloutActivities:
         self._kube_api_factory = kube_api
         self._kube_api: kubernetes.client.ApiClient | None = None
         self._lock = threading.Lock()
-        self._metrics_server = metrics_server
+        self._metric_sources = metric_sources.MetricSources(self._api, self._scope, metrics_server)
         self._metrics_timeout_seconds = metrics_timeout_seconds
         self._mesh_provider = mesh_provider
 
@@ -198,36 +198,76 @@ class RolloutActivities:
             return False, f"cannot read the canary: {error}", None
 
     async def _measure_all(self, canary: Canary) -> list[MetricObservation]:
-        """Query every metric, a few at a time, on a client of this call's own: a rollout's
+        """Query every metric, a few at a time, on clients of this call's own: a rollout's
         slow metrics servers hold only its own observation, no pool or thread shared with
         other rollouts."""
         running = asyncio.Semaphore(METRIC_QUERIES_AT_ONCE)
-        async with bounded_http.new_client() as client:
+        async with _Clients() as clients:
 
             async def measure(metric: Metric) -> MetricObservation:
                 async with running:
-                    return await self._measure(client, canary, metric)
+                    return await self._measure(clients, canary, metric)
 
             return list(await asyncio.gather(*map(measure, canary.spec.analysis.metrics)))
 
     async def _measure(
-        self, client: httpx.AsyncClient, canary: Canary, metric: Metric
+        self, clients: "_Clients", canary: Canary, metric: Metric
     ) -> MetricObservation:
-        address = canary.metrics_server_for(metric) or self._metrics_server
+        """The metric's value, or its error naming its MetricTemplate (if any) and never
+        quoting the template's credentials."""
+        credentials: Collection[str] = ()
         try:
-            source = providers.metrics_provider_for(
-                metric.metrics_provider, address, client, self._metrics_timeout_seconds
+            if metric_sources.needs_cluster(metric):
+                source = await asyncio.to_thread(self._metric_sources.resolve, canary, metric)
+            else:
+                source = self._metric_sources.resolve(canary, metric)
+            credentials = source.access.credentials.values()
+            provider = providers.metrics_provider_for(
+                source.provider_type,
+                source.address,
+                clients.get(verify=source.verify_tls),
+                self._metrics_timeout_seconds,
+                source.access,
             )
-            value = await source.query_value(_query(canary, metric, self._mesh_provider))
+            query = _query(canary, metric, source, self._mesh_provider)
+            value = await provider.query_value(query)
         except (errors.MetricsUnavailableError, errors.PermanentError, ValueError) as error:
-            return MetricObservation(name=metric.name, error=str(error))
+            message = errors.redact_values(str(error), credentials)
+            label = metric_sources.template_label(canary, metric)
+            if label is not None:
+                message = f"MetricTemplate {label}: {message}"
+            return MetricObservation(name=metric.name, error=message)
         return MetricObservation(name=metric.name, value=value)
 
 
-def _query(canary: Canary, metric: Metric, default_provider: str) -> str:
+class _Clients:
+    """One observation's HTTP clients: one that checks certificates and, when a template
+    asks for it (`insecureSkipVerify`), one that does not."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+        self._clients: dict[bool, httpx.AsyncClient] = {}
+
+    async def __aenter__(self) -> "_Clients":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    def get(self, verify: bool) -> httpx.AsyncClient:
+        if verify not in self._clients:
+            client = bounded_http.new_client(verify=verify)
+            self._stack.push_async_callback(client.aclose)
+            self._clients[verify] = client
+        return self._clients[verify]
+
+
+def _query(
+    canary: Canary, metric: Metric, source: metric_sources.MetricSource, default_provider: str
+) -> str:
     values = canary.query_values()
     interval = format_duration(metric.interval)
-    if metric.query is None:
+    if source.query is None:
         return builtin_query(
             canary.spec.provider or default_provider,
             metric.name,
@@ -235,8 +275,13 @@ def _query(canary: Canary, metric: Metric, default_provider: str) -> str:
             target=values["target"],
             interval=interval,
         )
+    traits = METRICS_PROVIDERS[source.provider_type]
     return render_query(
-        metric.query, interval=interval, variables=metric.template_variables, **values
+        source.query,
+        interval=interval,
+        variables=metric.template_variables,
+        quote=traits.string_quote,
+        **values,
     )
 
 

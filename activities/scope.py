@@ -62,12 +62,12 @@ class WorkerScope:
             )
         return resolved
 
-    def require_namespace(self, namespace: str) -> None:
+    def require_namespace(self, namespace: str, spec_field: str = "metadata.namespace") -> None:
         """Refuse a Kubernetes namespace outside `namespaces`."""
         if self.namespaces is not None and namespace not in self.namespaces:
             allowed = ",".join(sorted(self.namespaces)) or "none"
             raise errors.PermanentError(
-                f"metadata.namespace: this worker may not touch Kubernetes namespace "
+                f"{spec_field}: this worker may not touch Kubernetes namespace "
                 f"{namespace!r}; it is limited to {allowed} ({NAMESPACES_OPTION}, "
                 f"{NAMESPACES_ENV})"
             )

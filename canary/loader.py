@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ValidationError
 
-from canary import names, providers, safe_yaml, spec
+from canary import metric_templates, names, providers, safe_yaml, spec
 from canary.names import shown
 
 API_VERSION = "flagger.app/v1beta1"
@@ -62,10 +62,11 @@ def load_canary(
         canary = spec.Canary.model_validate(canary_doc)
     except ValidationError as error:
         raise SpecError(problems + _pydantic_problems(error)) from None
-    canary, template_problems = _resolve_templates(canary, templates)
+    canary, template_problems, template_warnings = _resolve_templates(canary, templates)
     problems += template_problems + semantic_problems(canary)
     if problems:
         raise SpecError(problems)
+    warnings += template_warnings
     warnings += [f"{path}: unknown field, ignored" for path in _unknown_fields(canary, "")]
     warnings += _unapplied_service_fields(canary)
     return LoadedCanary(canary=canary, warnings=warnings, default_provider=defaulted)
@@ -202,9 +203,12 @@ def _format_path(loc: Iterable[int | str]) -> str:
 
 def _resolve_templates(
     canary: spec.Canary, templates: Mapping[tuple[str, str | None], dict[str, Any]]
-) -> tuple[spec.Canary, list[str]]:
-    """Inline the query (and address) of MetricTemplates given in the same file."""
+) -> tuple[spec.Canary, list[str], list[str]]:
+    """Inline the query and provider of MetricTemplates given in the same file; a templateRef
+    to any other is left for the worker, which reads the template from the cluster at each
+    query (as Flagger does), with a warning. Answers the Canary, problems and warnings."""
     problems: list[str] = []
+    warnings: list[str] = []
     metrics = []
     for index, metric in enumerate(canary.spec.analysis.metrics):
         ref = metric.template_ref
@@ -213,39 +217,41 @@ def _resolve_templates(
             continue
         namespace = ref.namespace or canary.metadata.namespace
         template = templates.get((ref.name, namespace)) or templates.get((ref.name, None))
-        label = f"{names.plain(namespace)}/{names.plain(ref.name)}"
+        label = metric_templates.label(namespace, ref.name)
         if template is None:
-            problems.append(
-                f"spec.analysis.metrics[{index}].templateRef: MetricTemplate "
-                f"{label} not found (put it in the same file as the Canary)"
-            )
+            path = f"spec.analysis.metrics[{index}].templateRef"
+            checks = [("name", names.subdomain_problem(ref.name))]
+            if ref.namespace is not None:
+                checks.append(("namespace", names.label_problem(ref.namespace)))
+            found = [f"{path}.{key}: {problem}" for key, problem in checks if problem]
+            problems += found
+            if not found:
+                warnings.append(
+                    f"{path}: MetricTemplate {label} is not in this file; the worker reads it "
+                    "from the cluster at run time"
+                )
             metrics.append(metric)
             continue
-        template_spec = _mapping(template.get("spec"))
-        query = template_spec.get("query")
-        if not isinstance(query, str) or not query.strip():
-            problems.append(f"MetricTemplate {label}: spec.query is required")
-            query = None
-        provider = _mapping(template_spec.get("provider"))
-        provider_type = provider.get("type", providers.DEFAULT_METRICS_PROVIDER)
-        if provider_type not in providers.METRICS_PROVIDERS:
-            problems.append(
-                f"MetricTemplate {label}: spec.provider.type: unknown provider "
-                f"{shown(provider_type)} "
-                f"(supported: {', '.join(providers.METRICS_PROVIDERS)})"
-            )
-            provider_type = providers.DEFAULT_METRICS_PROVIDER
-        address = provider.get("address")
-        if address is not None and not isinstance(address, str):
-            problems.append(f"MetricTemplate {label}: spec.provider.address: must be a string")
-            address = None
-        update = {"query": query, "metrics_server": address, "metrics_provider": provider_type}
+        read, template_problems = metric_templates.read_template(template)
+        problems += [f"MetricTemplate {label}: {problem}" for problem in template_problems]
+        if read is None:
+            metrics.append(metric)
+            continue
+        provider = read.provider
+        update = {
+            "query": read.query,
+            "metrics_server": provider.address,
+            "metrics_provider": provider.type,
+            "metrics_secret_ref": provider.secret_ref,
+            "metrics_headers": {name: list(values) for name, values in provider.headers.items()},
+            "metrics_insecure_skip_verify": provider.insecure_skip_verify,
+        }
         metrics.append(metric.model_copy(update=update))
     analysis = canary.spec.analysis.model_copy(update={"metrics": metrics})
     resolved = canary.model_copy(
         update={"spec": canary.spec.model_copy(update={"analysis": analysis})}
     )
-    return resolved, problems
+    return resolved, problems, warnings
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -552,11 +558,7 @@ def _metric_problems(
             f"{path}: built-in metric {shown(metric.name)} has no query for provider "
             f"{shown(provider)}{why}; give the metric a query or templateRef"
         )
-    if metric.metrics_provider not in providers.METRICS_PROVIDERS:
-        problems.append(
-            f"{path}.metricsProvider: unknown metrics provider {shown(metric.metrics_provider)} "
-            f"(supported: {', '.join(providers.METRICS_PROVIDERS)})"
-        )
+    problems += _metrics_provider_problems(metric, path)
     if metric.query is not None:
         problems += _placeholder_problems(metric, path)
     bounds = metric.threshold_range
@@ -567,6 +569,23 @@ def _metric_problems(
     if metric.interval <= 0:
         problems.append(f"{path}.interval: must be longer than 0s")
     return problems
+
+
+def _metrics_provider_problems(metric: spec.Metric, path: str) -> list[str]:
+    """The provider fields written on the metric itself (a template's own are checked with the
+    template)."""
+    kind_problem = metric_templates.provider_type_problem(
+        metric.metrics_provider, "metrics provider"
+    )
+    if kind_problem is not None:
+        return [f"{path}.metricsProvider: {kind_problem}"]
+    if metric.template_ref is not None:
+        return []
+    fields = {"address": "metricsServer", "secretRef": "metricsSecretRef"}
+    found = metric_templates.provider_problems(
+        metric.metrics_provider, metric.metrics_server, metric.metrics_secret_ref
+    )
+    return [f"{path}.{fields[where]}: {problem}" for where, problem in found]
 
 
 def _placeholder_problems(metric: spec.Metric, path: str) -> list[str]:

@@ -20,9 +20,55 @@ DEFAULT_PROVIDER = "istio"
 TARGET_KINDS = tuple(targets.TRAITS)
 """The target kinds coalmine runs; their traits are in `canary.targets`."""
 
-METRICS_PROVIDERS = ("prometheus",)
-"""The metrics providers (a MetricTemplate's `spec.provider.type`) the worker can query."""
+
+@dataclass(frozen=True)
+class MetricsProviderTraits:
+    """What the loader and the worker know of a metrics provider (a MetricTemplate's
+    `spec.provider.type`) before asking it."""
+
+    default_address: str | None = None
+    """Asked when the template names no address; None: the template must name one."""
+    uses_metrics_server: bool = False
+    """Without an address, the Canary's `metricsServer`, else the worker's `--metrics-server`."""
+    secret_keys: str = ""
+    """The keys of its Secret (`secretRef`), as its error messages name them."""
+    secret_required: bool = False
+    string_quote: str | None = None
+    """The quote of a string in its query language: a placeholder's value is escaped for it
+    (`\\` and the quote). None: values are pasted as they are."""
+
+
+METRICS_PROVIDERS: Mapping[str, MetricsProviderTraits] = {
+    "prometheus": MetricsProviderTraits(
+        uses_metrics_server=True,
+        secret_keys="token, or username and password",
+        string_quote='"',
+    ),
+    "datadog": MetricsProviderTraits(
+        default_address="https://api.datadoghq.com",
+        secret_keys="datadog_api_key and datadog_application_key",
+        secret_required=True,
+    ),
+    "newrelic": MetricsProviderTraits(
+        default_address="https://insights-api.newrelic.com",
+        secret_keys="newrelic_account_id and newrelic_query_key",
+        secret_required=True,
+        string_quote="'",
+    ),
+    "graphite": MetricsProviderTraits(secret_keys="username and password"),
+}
+"""The metrics providers the worker can query; the activities' registry has one per entry."""
 DEFAULT_METRICS_PROVIDER = "prometheus"
+FLAGGER_ONLY_METRICS_PROVIDERS = (
+    "cloudwatch",
+    "stackdriver",
+    "influxdb",
+    "dynatrace",
+    "keptn",
+    "splunk",
+    "externalmetrics",
+)
+"""Flagger's metrics providers that coalmine lacks."""
 
 
 ROUTING_SERVICE_FIELDS = (

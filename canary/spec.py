@@ -166,13 +166,26 @@ class Metric(SpecModel):
     template_ref: TemplateRef | None = None
     template_variables: dict[str, str] = Field(default_factory=dict)
     metrics_server: str | None = None
-    """Prometheus address from the metric's MetricTemplate, when it names one."""
+    """The metrics provider's address from the metric's MetricTemplate, when it names one."""
     metrics_provider: str = "prometheus"
     """The metrics provider to ask: the MetricTemplate's `spec.provider.type`."""
+    metrics_secret_ref: str | None = None
+    """The MetricTemplate's `spec.provider.secretRef.name`: the Secret, in the template's
+    namespace, holding the provider's credentials. Only its name travels in a rollout's input;
+    the worker reads its data at each query."""
+    metrics_headers: dict[str, list[str]] = Field(default_factory=dict)
+    """The MetricTemplate's `spec.provider.headers`, sent with every query."""
+    metrics_insecure_skip_verify: bool = False
+    """The MetricTemplate's `spec.provider.insecureSkipVerify`: skip checking its certificate."""
 
     @property
     def builtin(self) -> bool:
-        return self.query is None and self.name in BUILTIN_METRICS
+        return self.query is None and self.template_ref is None and self.name in BUILTIN_METRICS
+
+    @property
+    def from_cluster(self) -> bool:
+        """A MetricTemplate the spec file did not hold: the worker reads it at each query."""
+        return self.query is None and self.template_ref is not None
 
 
 class WebhookType(StrEnum):

@@ -2,23 +2,27 @@
 against local servers that answer what Prometheus never would."""
 
 import asyncio
+import base64
 import json
 import socket
 import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 
 from activities import bounded_http
 from activities.errors import MetricsUnavailableError, PermanentError
+from activities.metrics_http import MetricsAccess
 from activities.prometheus_metrics import PrometheusMetrics, builtin_query, render_query
 from canary import providers
 from canary.spec import BUILTIN_METRICS, QUERY_PLACEHOLDERS
 from tests.support.exporter import MetricsExporter
-from tests.support.hostile_http import ODDITIES, HostileServer
+from tests.support.hostile_http import ODDITIES, HostileServer, vector
+from tests.support.metrics_api import MetricsApi, SeenRequest
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
 
@@ -419,3 +423,79 @@ def test_builtin_query_refuses_unknown_router_or_metric(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         builtin_query(router, metric, namespace="test", target="podinfo", interval="1m")
+
+
+def one_value(request: SeenRequest) -> tuple[int, Any]:
+    return 200, vector("99.5")
+
+
+@pytest.mark.parametrize(
+    ("credentials", "authorization"),
+    [
+        ({"token": "eyJhbGciOiJSUzI1NiJ9.sa-token"}, "Bearer eyJhbGciOiJSUzI1NiJ9.sa-token"),
+        (
+            {"username": "flagger", "password": "s3cret-pass"},
+            "Basic " + base64.b64encode(b"flagger:s3cret-pass").decode(),
+        ),
+        (
+            {"token": "the-token-wins", "username": "flagger", "password": "s3cret-pass"},
+            "Bearer the-token-wins",
+        ),
+    ],
+    ids=["bearer", "basic", "token-first"],
+)
+async def test_the_templates_secret_authenticates_each_query(
+    client: httpx.AsyncClient, credentials: dict[str, str], authorization: str
+) -> None:
+    access = MetricsAccess(
+        credentials=credentials,
+        secret="flagger/prom-auth",
+        headers={"X-Scope-OrgID": ("tenant-1",)},
+    )
+    with MetricsApi(one_value) as api:
+        assert await PrometheusMetrics(api.url, client, 5.0, access).query_value("up") == 99.5
+
+    [request] = api.requests
+    assert request.headers["authorization"] == authorization
+    assert request.headers["x-scope-orgid"] == "tenant-1"
+
+
+async def test_without_a_secret_no_authorization_is_sent(client: httpx.AsyncClient) -> None:
+    with MetricsApi(one_value) as api:
+        await PrometheusMetrics(api.url, client).query_value("up")
+
+    assert "authorization" not in api.requests[0].headers
+
+
+def test_a_secret_with_neither_token_nor_username_is_refused(client: httpx.AsyncClient) -> None:
+    access = MetricsAccess(credentials={"user": "x"}, secret="flagger/prom-auth")
+
+    with pytest.raises(PermanentError) as raised:
+        PrometheusMetrics("http://127.0.0.1:1", client, 5.0, access)
+
+    assert str(raised.value) == (
+        "Secret flagger/prom-auth has no key 'username' (prometheus needs token, or username "
+        "and password)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "who"), [(None, "prometheus at {url}"), ("a/b", "prometheus")]
+)
+async def test_rejected_credentials_are_permanent(
+    client: httpx.AsyncClient, template: str | None, who: str
+) -> None:
+    access = MetricsAccess(template=template)
+    refusing = MetricsApi(lambda request: (401, {"status": "error", "error": "unauthorized"}))
+    with refusing as api, pytest.raises(PermanentError) as raised:
+        await PrometheusMetrics(api.url, client, 5.0, access).query_value("up")
+
+    assert str(raised.value) == f"{who.format(url=api.url)} rejected the credentials (status 401)"
+
+
+def test_render_escapes_for_the_quote_of_the_query_language() -> None:
+    template = "a='{{ variables.v }}' b={{ target }}"
+    values = {"namespace": "ns", "target": "t'", "interval": "1m", "variables": {"v": "x\\'y"}}
+
+    assert render_query(template, quote="'", **values) == "a='x\\\\\\'y' b=t\\'"  # type: ignore[arg-type]
+    assert render_query(template, quote=None, **values) == "a='x\\'y' b=t'"  # type: ignore[arg-type]

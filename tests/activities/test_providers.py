@@ -81,7 +81,7 @@ async def test_the_metrics_factory_builds_prometheus(client: httpx.AsyncClient) 
     assert isinstance(source, PrometheusMetrics)
 
 
-@pytest.mark.parametrize("provider_type", ["datadog", "Prometheus", ""])
+@pytest.mark.parametrize("provider_type", ["cloudwatch", "Prometheus", ""])
 async def test_the_metrics_factory_refuses_unknown_types(
     client: httpx.AsyncClient, provider_type: str
 ) -> None:

@@ -250,47 +250,178 @@ def test_template_ref_without_namespace_uses_the_canary_namespace() -> None:
     assert custom.query == docs[0]["spec"]["query"]
 
 
+def template_docs() -> list[Any]:
+    return list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+
+
+def template_provider(docs: list[Any]) -> dict[str, Any]:
+    provider: dict[str, Any] = docs[0]["spec"]["provider"]
+    return provider
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda docs: docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"].update(
+            name="missing"
+        ),
+        lambda docs: docs.pop(0),
+    ],
+    ids=["another-name", "not-in-the-file"],
+)
+def test_a_template_not_in_the_file_is_left_for_the_worker_with_a_warning(change: Any) -> None:
+    """As in Flagger, a templateRef names a MetricTemplate of the cluster: the worker reads it
+    at each query, so validate can only say so."""
+    docs = template_docs()
+    change(docs)
+    result = load(yaml.safe_dump_all(docs))
+    ref = docs[-1]["spec"]["analysis"]["metrics"][1]["templateRef"]
+    assert result.warnings == [
+        f"spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/{ref['name']} is not "
+        "in this file; the worker reads it from the cluster at run time"
+    ]
+    metric = result.canary.spec.analysis.metrics[1]
+    assert metric.from_cluster and not metric.builtin
+    assert (metric.query, metric.metrics_server, metric.metrics_secret_ref) == (None, None, None)
+
+
+def test_a_builtin_name_with_a_cluster_template_is_the_template() -> None:
+    """The templateRef wins over the name: with no traffic router there is no built-in query,
+    and none is needed."""
+    text = edited(
+        {
+            "spec.provider": "kubernetes",
+            "spec.analysis.stepWeight": DELETE,
+            "spec.analysis.maxWeight": DELETE,
+            "spec.analysis.iterations": 5,
+            "spec.analysis.metrics": [
+                {"name": "request-success-rate", "templateRef": {"name": "success"}}
+            ],
+        }
+    )
+    [metric] = load(text).canary.spec.analysis.metrics
+    assert metric.from_cluster and not metric.builtin
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        (
+            {"name": "Not_A_Name"},
+            "spec.analysis.metrics[1].templateRef.name: must be a Kubernetes name",
+        ),
+        (
+            {"name": "ok", "namespace": "a.b"},
+            "spec.analysis.metrics[1].templateRef.namespace: must be a Kubernetes name",
+        ),
+    ],
+)
+def test_a_cluster_template_ref_must_name_an_object(ref: dict[str, str], expected: str) -> None:
+    docs = template_docs()
+    docs.pop(0)
+    docs[0]["spec"]["analysis"]["metrics"][1]["templateRef"] = ref
+    [problem] = problems_of(yaml.safe_dump_all(docs))
+    assert problem.startswith(expected)
+
+
+TEMPLATE = "MetricTemplate istio-system/not-found-percentage: "
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
+        (lambda docs: docs[0]["spec"].pop("query"), "spec.query is required"),
         (
-            lambda docs: docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"].update(
-                name="missing"
-            ),
-            "spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/missing not found "
-            "(put it in the same file as the Canary)",
+            lambda docs: template_provider(docs).update(type="foo"),
+            "spec.provider.type: unknown provider 'foo' "
+            "(supported: prometheus, datadog, newrelic, graphite)",
         ),
         (
-            lambda docs: docs.pop(0),
-            "spec.analysis.metrics[1].templateRef: MetricTemplate "
-            "istio-system/not-found-percentage not found (put it in the same file as the Canary)",
+            lambda docs: template_provider(docs).update(type="cloudwatch"),
+            "spec.provider.type: provider 'cloudwatch' is not supported by coalmine yet "
+            "(supported: prometheus, datadog, newrelic, graphite)",
         ),
         (
-            lambda docs: docs[0]["spec"].pop("query"),
-            "MetricTemplate istio-system/not-found-percentage: spec.query is required",
+            lambda docs: template_provider(docs).update(type="datadog"),
+            "spec.provider.secretRef: required with provider 'datadog' "
+            "(a Secret with datadog_api_key and datadog_application_key)",
         ),
         (
-            lambda docs: docs[0]["spec"]["provider"].update(type="datadog"),
-            "MetricTemplate istio-system/not-found-percentage: spec.provider.type: "
-            "unknown provider 'datadog' (supported: prometheus)",
+            lambda docs: template_provider(docs).update(type="newrelic", address=None),
+            "spec.provider.secretRef: required with provider 'newrelic' "
+            "(a Secret with newrelic_account_id and newrelic_query_key)",
+        ),
+        (
+            lambda docs: template_provider(docs).update(type="graphite", address=None),
+            "spec.provider.address: required with provider 'graphite'",
+        ),
+        (
+            lambda docs: template_provider(docs).update(address="prometheus:9090"),
+            "spec.provider.address: must be an http(s) URL (got 'prometheus:9090')",
+        ),
+        (
+            lambda docs: template_provider(docs).update(address=9090),
+            "spec.provider.address: must be a string",
+        ),
+        (
+            lambda docs: template_provider(docs).update(secretRef={"name": "Prom_Auth"}),
+            "spec.provider.secretRef.name: must be a Kubernetes name",
+        ),
+        (
+            lambda docs: template_provider(docs).update(secretRef={"key": "x"}),
+            "spec.provider.secretRef.name: is required (the Secret's name)",
+        ),
+        (
+            lambda docs: template_provider(docs).update(headers={"X-Org": {"a": 1}}),
+            "spec.provider.headers.X-Org: must be a string or a list of strings",
+        ),
+        (
+            lambda docs: template_provider(docs).update(headers={"X Org": "a"}),
+            "spec.provider.headers.X Org: not an HTTP header name",
+        ),
+        (
+            lambda docs: template_provider(docs).update(headers={"X-Org": "a\r\nX-Evil: 1"}),
+            "spec.provider.headers.X-Org: must not contain control characters",
+        ),
+        (
+            lambda docs: template_provider(docs).update(insecureSkipVerify="yes"),
+            "spec.provider.insecureSkipVerify: must be true or false",
         ),
     ],
 )
 def test_metric_template_problems(change: Any, expected: str) -> None:
-    docs = list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+    docs = template_docs()
     change(docs)
-    assert problems_of(yaml.safe_dump_all(docs)) == [expected]
+    [problem] = problems_of(yaml.safe_dump_all(docs))
+    assert problem.startswith(TEMPLATE + expected)
+
+
+def test_a_template_in_the_file_brings_its_provider_and_only_its_secret_name() -> None:
+    docs = template_docs()
+    docs[0]["spec"]["provider"] = {
+        "type": "datadog",
+        "secretRef": {"name": "datadog"},
+        "headers": {"X-Org": ["a", "b"], "X-Team": "c"},
+        "insecureSkipVerify": True,
+    }
+    result = load(yaml.safe_dump_all(docs))
+    assert result.warnings == []
+    metric = result.canary.spec.analysis.metrics[1]
+    assert metric.metrics_provider == "datadog"
+    assert metric.metrics_secret_ref == "datadog"
+    assert metric.metrics_server is None
+    assert metric.metrics_headers == {"X-Org": ["a", "b"], "X-Team": ["c"]}
+    assert metric.metrics_insecure_skip_verify
 
 
 def test_template_problems_come_with_the_other_problems() -> None:
-    docs = list(yaml.safe_load_all(read("podinfo-metric-template.yaml")))
+    docs = template_docs()
     docs[1]["spec"]["provider"] = "foo"
-    docs[1]["spec"]["analysis"]["metrics"][1]["templateRef"]["name"] = "missing"
+    docs[0]["spec"].pop("query")
     assert problems_of(yaml.safe_dump_all(docs)) == [
         "spec.provider: unknown provider 'foo' (supported: istio, traefik, kubernetes, "
         "gatewayapi:v1, gatewayapi:v1beta1)",
-        "spec.analysis.metrics[1].templateRef: MetricTemplate istio-system/missing not found "
-        "(put it in the same file as the Canary)",
+        "MetricTemplate istio-system/not-found-percentage: spec.query is required",
     ]
 
 
@@ -1383,11 +1514,23 @@ def test_a_metric_template_names_its_metrics_provider() -> None:
 
 
 def test_an_unknown_metrics_provider_written_on_a_metric_is_refused() -> None:
-    problems = problems_of(edited({"spec.analysis.metrics[0].metricsProvider": "datadog"}))
+    problems = problems_of(edited({"spec.analysis.metrics[0].metricsProvider": "foo"}))
     assert problems == [
-        "spec.analysis.metrics[0].metricsProvider: unknown metrics provider 'datadog' "
-        "(supported: prometheus)"
+        "spec.analysis.metrics[0].metricsProvider: unknown metrics provider 'foo' "
+        "(supported: prometheus, datadog, newrelic, graphite)"
     ]
+
+
+def test_a_metrics_provider_written_on_a_metric_needs_what_its_template_would() -> None:
+    metric = {"name": "errors", "query": "sum:errors{*}", "metricsProvider": "datadog"}
+    problems = problems_of(edited({"spec.analysis.metrics": [metric]}))
+    assert problems == [
+        "spec.analysis.metrics[0].metricsSecretRef: required with provider 'datadog' "
+        "(a Secret with datadog_api_key and datadog_application_key)"
+    ]
+    metric["metricsSecretRef"] = "datadog"
+    [loaded] = load(edited({"spec.analysis.metrics": [metric]})).canary.spec.analysis.metrics
+    assert (loaded.metrics_provider, loaded.metrics_secret_ref) == ("datadog", "datadog")
 
 
 # -- Gateway API -----------------------------------------------------------------------------
