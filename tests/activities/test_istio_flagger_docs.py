@@ -249,8 +249,10 @@ def test_primary_cookie_keeps_sessions_on_the_primary_for_a_step(kube: ServedEmu
             "retries": RETRIES,
         },
     ]
+    writes = kube.writes()
     router.set_routes(Routes(primary_weight=90, canary_weight=10))
-    assert set_cookies(kube) == cookies
+    router.reconcile()
+    assert kube.writes() == writes
 
     router.set_routes(Routes(primary_weight=80, canary_weight=20))
 
