@@ -84,6 +84,19 @@ def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[
     return patch
 
 
+def metadata_patch(
+    metadata: Mapping[str, Any], labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> dict[str, Any]:
+    """The merge patch of `metadata` that sets these labels and annotations (empty when they
+    are set); the object's other labels and annotations stay."""
+    patch: dict[str, Any] = {}
+    for key, wanted in (("labels", labels), ("annotations", annotations)):
+        current = metadata.get(key) or {}
+        if changed := {name: value for name, value in wanted.items() if current.get(name) != value}:
+            patch[key] = changed
+    return patch
+
+
 def _permanent_message(
     exc: kubernetes.client.ApiException, verb: str, resource: Resource, namespace: str, name: str
 ) -> str | None:

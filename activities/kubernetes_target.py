@@ -7,6 +7,7 @@ primary, and the Services `<svc>` (apex), `<svc>-primary` and `<svc>-canary`.
 """
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -40,12 +41,67 @@ CONFIG_MAP = kube_client.Resource("ConfigMap", "configmaps")
 SECRET = kube_client.Resource("Secret", "secrets")
 
 
+SIDECAR_CONTAINERS = frozenset({"istio-proxy", "envoy"})
+"""Mesh proxies whose ports port discovery leaves out, as Flagger does."""
+
+
+@dataclass(frozen=True)
+class ServiceMetadata:
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     name: str
     port: int
     target_port: int | str | None = None
     port_name: str = "http"
+    app_protocol: str | None = None
+    port_discovery: bool = False
+    """Also expose every other container port of the target (Flagger's portDiscovery)."""
+    apex: ServiceMetadata = ServiceMetadata()
+    primary: ServiceMetadata = ServiceMetadata()
+    canary: ServiceMetadata = ServiceMetadata()
+    """Labels and annotations of `<svc>`, `<svc>-primary` and `<svc>-canary`."""
+
+    @property
+    def main_port(self) -> dict[str, Any]:
+        port: dict[str, Any] = {
+            "name": self.port_name,
+            "port": self.port,
+            "targetPort": self.port if self.target_port is None else self.target_port,
+            "protocol": "TCP",
+        }
+        if self.app_protocol:
+            port["appProtocol"] = self.app_protocol
+        return port
+
+    def ports(self, containers: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The main port, then (with port discovery) each other port of `containers` but the
+        mesh proxies', named as the container names it (else `tcp-<container>-<index>`)."""
+        ports = [self.main_port]
+        if not self.port_discovery:
+            return ports
+        for container in containers:
+            if container.get("name") in SIDECAR_CONTAINERS:
+                continue
+            for index, item in enumerate(container.get("ports") or []):
+                number = item.get("containerPort")
+                name = item.get("name") or f"tcp-{container.get('name')}-{index}"
+                if self._is_main(name, number) or any(
+                    name == port["name"] or number == port["port"] for port in ports
+                ):
+                    continue
+                ports.append(
+                    {"name": name, "port": number, "targetPort": number, "protocol": "TCP"}
+                )
+        return ports
+
+    def _is_main(self, name: str, number: int) -> bool:
+        if self.target_port is None:
+            return number == self.port
+        return self.target_port in (name, number)
 
 
 def template_revision(template: Mapping[str, Any]) -> str:
@@ -138,7 +194,7 @@ class KubernetesTarget:
         if self.autoscaler_name is not None:
             self._ensure_primary_autoscaler(self.autoscaler_name, update=False)
         if self.service is not None:
-            self._ensure_services(self.service, label, value)
+            self._ensure_services(self.service, target, label, value)
         annotations = primary["metadata"].get("annotations") or {}
         primary_revision = annotations.get(REVISION_ANNOTATION, "")
         return TargetState(
@@ -333,31 +389,44 @@ class KubernetesTarget:
                     _content_type=kube_client.MERGE_PATCH,
                 )
 
-    def _ensure_services(self, settings: ServiceSettings, label: str, value: str) -> None:
-        port = {
-            "name": settings.port_name,
-            "port": settings.port,
-            "targetPort": settings.port if settings.target_port is None else settings.target_port,
-            "protocol": "TCP",
-        }
+    def _ensure_services(
+        self, settings: ServiceSettings, target: Mapping[str, Any], label: str, value: str
+    ) -> None:
+        ports = settings.ports(target["spec"]["template"]["spec"].get("containers") or [])
         primary_selector = {label: f"{value}-primary"}
-        for name, selector in (
-            (settings.name, primary_selector),
-            (f"{settings.name}-primary", primary_selector),
-            (f"{settings.name}-canary", {label: value}),
+        for name, selector, metadata in (
+            (settings.name, primary_selector, settings.apex),
+            (f"{settings.name}-primary", primary_selector, settings.primary),
+            (f"{settings.name}-canary", {label: value}, settings.canary),
         ):
-            self._ensure_service(name, {"selector": selector, "ports": [port]})
+            desired = {"selector": selector, "ports": ports}
+            self._ensure_service(name, desired, metadata, created_labels={label: name})
 
-    def _ensure_service(self, name: str, desired: dict[str, Any]) -> None:
+    def _ensure_service(
+        self,
+        name: str,
+        desired: dict[str, Any],
+        metadata: ServiceMetadata,
+        created_labels: Mapping[str, str],
+    ) -> None:
+        """Create the Service (labelled `created_labels` and `metadata`'s labels) or bring
+        its selector, ports and `metadata` to these; its other labels and annotations stay."""
         with kube_client.api_errors("get", SERVICE, self.namespace, name):
             existing = kube_client.read_optional(
                 lambda: self._core.read_namespaced_service(name, self.namespace)
             )
         if existing is None:
+            meta: dict[str, Any] = {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {**metadata.labels, **created_labels},
+            }
+            if metadata.annotations:
+                meta["annotations"] = dict(metadata.annotations)
             body = {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": {"name": name, "namespace": self.namespace},
+                "metadata": meta,
                 "spec": {"type": "ClusterIP", **desired},
             }
             with kube_client.api_errors("create", SERVICE, self.namespace, name):
@@ -365,12 +434,20 @@ class KubernetesTarget:
                     self.namespace, kubernetes.client.V1Service.model_validate(body)
                 )
             return
-        spec = _as_dict(existing).get("spec") or {}
+        current_service = _as_dict(existing)
+        spec = current_service.get("spec") or {}
         current = {key: spec[key] for key in desired if key in spec}
-        if patch := kube_client.merge_patch(current, desired):
+        patch: dict[str, Any] = {}
+        if spec_patch := kube_client.merge_patch(current, desired):
+            patch["spec"] = spec_patch
+        if meta_patch := kube_client.metadata_patch(
+            current_service.get("metadata") or {}, metadata.labels, metadata.annotations
+        ):
+            patch["metadata"] = meta_patch
+        if patch:
             with kube_client.api_errors("patch", SERVICE, self.namespace, name):
                 self._core.patch_namespaced_service(
-                    name, self.namespace, {"spec": patch}, _content_type=kube_client.MERGE_PATCH
+                    name, self.namespace, patch, _content_type=kube_client.MERGE_PATCH
                 )
 
 

@@ -16,7 +16,7 @@ from activities.datadog_metrics import DatadogMetrics
 from activities.gatewayapi_router import GatewayAPIRouter, GatewaySettings
 from activities.graphite_metrics import GraphiteMetrics
 from activities.istio_router import IstioRouter, IstioSettings
-from activities.kubernetes_target import KubernetesTarget, ServiceSettings
+from activities.kubernetes_target import KubernetesTarget, ServiceMetadata, ServiceSettings
 from activities.local_target import LocalTarget
 from activities.metrics_http import MetricsAccess
 from activities.newrelic_metrics import NewRelicMetrics
@@ -27,7 +27,7 @@ from activities.traefik_router import TraefikRouter
 from canary import providers
 from canary.contract import Readiness, TargetState
 from canary.decision import Routes
-from canary.spec import LOCAL_KIND, Canary
+from canary.spec import LOCAL_KIND, Canary, ObjectLabels
 
 
 class Target(Protocol):
@@ -144,28 +144,26 @@ def _kubernetes_target(canary: Canary, api: KubeApi, scope: WorkerScope) -> Targ
             port=service.port,
             target_port=service.target_port,
             port_name=service.port_name,
+            app_protocol=service.app_protocol,
+            port_discovery=service.port_discovery,
+            apex=_service_metadata(service.apex),
+            primary=_service_metadata(service.primary),
+            canary=_service_metadata(service.canary),
         ),
         canary_ready_threshold=canary.spec.analysis.canary_ready_threshold,
         primary_ready_threshold=canary.spec.analysis.primary_ready_threshold,
     )
 
 
+def _service_metadata(labels: ObjectLabels | None) -> ServiceMetadata:
+    if labels is None:
+        return ServiceMetadata()
+    return ServiceMetadata(labels=dict(labels.labels), annotations=dict(labels.annotations))
+
+
 def _istio_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
     scope.require_namespace(canary.metadata.namespace)
-    service = canary.spec.service
-    return IstioRouter(
-        api(),
-        canary.metadata.namespace,
-        IstioSettings(
-            service=service.name or canary.spec.target_ref.name,
-            hosts=tuple(service.hosts),
-            gateways=tuple(service.gateways),
-            retries=service.retries,
-            traffic_policy=service.traffic_policy,
-            match=tuple(canary.spec.analysis.match),
-            port=service.port,
-        ),
-    )
+    return IstioRouter(api(), canary.metadata.namespace, IstioSettings.for_canary(canary))
 
 
 def _gatewayapi_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:

@@ -4,6 +4,7 @@ Every problem is reported as one line naming the field path (`spec.analysis.step
 all problems at once. Deprecated forms are converted with a one-line warning each.
 """
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -294,6 +295,7 @@ def semantic_problems(canary: spec.Canary) -> list[str]:
             for name in router.required_service_fields
             if not service.get(name)
         ]
+        problems += _service_routing_problems(target, provider, router)
     if target.autoscaler_ref and target.autoscaler_ref.kind != "HorizontalPodAutoscaler":
         problems.append(
             f"spec.autoscalerRef.kind: unsupported kind {shown(target.autoscaler_ref.kind)} "
@@ -304,17 +306,89 @@ def semantic_problems(canary: spec.Canary) -> list[str]:
 
 
 def _unapplied_service_fields(canary: spec.Canary) -> list[str]:
-    """One warning per routing field of `spec.service` that the router has no use for."""
+    """One warning per routing field of `spec.service` that the router has no use for, and
+    for session affinity where there is no weighted routing to keep sessions in."""
     provider = canary.spec.provider or providers.DEFAULT_PROVIDER
     router = providers.router(provider)
     if router is None:
         return []
     written = canary.spec.service.model_dump(by_alias=True, exclude_defaults=True)
-    return [
+    warnings = [
         f"spec.service.{name}: provider {shown(provider)} does not apply it, ignored"
         for name in providers.ROUTING_SERVICE_FIELDS
         if name in written and name not in router.service_fields
     ]
+    analysis = canary.spec.analysis
+    if analysis.session_affinity is not None and analysis.strategy != spec.Strategy.CANARY:
+        warnings.append(
+            "spec.analysis.sessionAffinity: only for weighted canary releases (stepWeight or "
+            "stepWeights), ignored with iterations"
+        )
+    return warnings
+
+
+TCP_PROTOCOL = "tcp"
+"""`service.appProtocol` (any case) of a service routed as TCP, with no HTTP requests."""
+COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An RFC 6265 cookie name (an HTTP token)."""
+
+
+def _service_routing_problems(
+    target: spec.CanarySpec, provider: str, router: providers.RouterCapabilities
+) -> list[str]:
+    """What `spec.service` asks of the router, and what a TCP service cannot have."""
+    service = target.service
+    analysis = target.analysis
+    problems: list[str] = []
+    if "delegation" in router.service_fields and service.delegation:
+        problems += [
+            f"spec.service.{name}: a delegate (delegation: true) has no {name}; "
+            "the VirtualService that delegates to it names them"
+            for name, value in (("hosts", service.hosts), ("gateways", service.gateways))
+            if value
+        ]
+    if "match" in router.service_fields:
+        for index, match in enumerate(service.match):
+            problems += _match_problems(match, f"spec.service.match[{index}]", provider, router)
+    if (service.app_protocol or "").lower() == TCP_PROTOCOL:
+        problems += [
+            f"spec.analysis.{name}: a TCP service (spec.service.appProtocol) has no HTTP "
+            "requests to match, mirror or keep sessions of"
+            for name, used in (
+                ("match", bool(analysis.match)),
+                ("mirror", analysis.mirror),
+                ("sessionAffinity", analysis.session_affinity is not None),
+            )
+            if used
+        ]
+    if analysis.session_affinity is not None:
+        problems += _session_affinity_problems(analysis.session_affinity)
+    return problems
+
+
+def _session_affinity_problems(affinity: spec.SessionAffinity) -> list[str]:
+    """Cookie names and attributes go into a `Set-Cookie` header and a match on `Cookie`."""
+    base = "spec.analysis.sessionAffinity"
+    problems = [
+        f"{base}.{field_name}: must be a cookie name (letters, digits and "
+        f"!#$%&'*+-.^_`|~; got {shown(name)})"
+        for field_name, name in (
+            ("cookieName", affinity.cookie_name),
+            ("primaryCookieName", affinity.primary_cookie_name),
+        )
+        if name is not None and not COOKIE_NAME.fullmatch(name)
+    ]
+    if affinity.primary_cookie_name == affinity.cookie_name:
+        problems.append(
+            f"{base}.primaryCookieName: must differ from cookieName ({shown(affinity.cookie_name)})"
+        )
+    problems += [
+        f"{base}.{field_name}: must hold no ';', spaces or control characters (got {shown(value)})"
+        for field_name, value in (("domain", affinity.domain), ("path", affinity.path))
+        if value is not None
+        and (not value or re.search(r"[;\s]", value) or names.has_control_characters(value))
+    ]
+    return problems
 
 
 def _name_problems(canary: spec.Canary) -> list[str]:
@@ -338,7 +412,7 @@ def _name_problems(canary: spec.Canary) -> list[str]:
             if service.name is None
             else names.label_problem(service.name, room=names.ROOM, letter_first=True),
         ),
-        ("spec.service.portName", names.port_name_problem(service.port_name)),
+        ("spec.service.portName", names.port_name_problem(service.port_name, names.MAX_LABEL)),
         ("spec.service.targetPort", _target_port_problem(service.target_port)),
         (
             "spec.autoscalerRef.name",

@@ -12,7 +12,7 @@ MAX_LABEL = 63
 MAX_SUBDOMAIN = 253
 """RFC 1123 subdomain: a Deployment or HorizontalPodAutoscaler name."""
 MAX_PORT_NAME = 15
-"""IANA service name: a Service port name or a named targetPort."""
+"""IANA service name: a container port name, as a named targetPort is."""
 DERIVED_SUFFIXES = ("-primary", "-canary")
 ROOM = max(len(suffix) for suffix in DERIVED_SUFFIXES)
 """What a name must leave free for the suffixes coalmine appends to it."""
@@ -57,11 +57,12 @@ def subdomain_problem(name: str, *, room: int = 0) -> str | None:
     return _problem(name, MAX_SUBDOMAIN - room, _SUBDOMAIN, room, False)
 
 
-def port_name_problem(name: str) -> str | None:
+def port_name_problem(name: str, limit: int = MAX_PORT_NAME) -> str | None:
     """An IANA service name: at most 15 lower-case letters, digits and single '-' inside,
-    with at least one letter."""
-    if len(name) > MAX_PORT_NAME:
-        return f"must be at most {MAX_PORT_NAME} characters (got {len(name)})"
+    with at least one letter. A Service port name has the shape but may be longer: it is a
+    DNS label (`limit` 63)."""
+    if len(name) > limit:
+        return f"must be at most {limit} characters (got {len(name)})"
     problem = control_problem(name)
     if problem is not None:
         return problem

@@ -212,8 +212,9 @@ ROUTERS: Mapping[str, RouterCapabilities] = {
         match_fields=ISTIO_MATCH_FIELDS,
         cookie_match=True,
         mirroring=True,
+        session_affinity=True,
         builtin_metrics=_ISTIO_METRICS,
-        service_fields=frozenset({"gateways", "hosts", "trafficPolicy", "retries"}),
+        service_fields=frozenset(ROUTING_SERVICE_FIELDS) - {"gatewayRefs"},
     ),
     "traefik": RouterCapabilities(
         target_kinds=(LOCAL_KIND,),

@@ -7,7 +7,7 @@ Unknown fields are kept so the loader can warn about them instead of failing.
 import re
 import types
 from enum import StrEnum
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -249,11 +249,19 @@ class ObjectLabels(SpecModel):
 
 class SessionAffinity(SpecModel):
     """Sticky canary sessions: a request routed to the canary gets `cookie_name` for
-    `max_age` seconds and keeps going to the canary while it has it."""
+    `max_age` seconds and keeps going to the canary while it has it; with
+    `primary_cookie_name`, one routed to the primary stays there for the analysis step.
+    The other fields are attributes of the `Set-Cookie` header."""
 
     cookie_name: str = Field(min_length=1)
     max_age: int = Field(default=86400, gt=0)
     primary_cookie_name: str | None = None
+    domain: str | None = None
+    http_only: bool = False
+    partitioned: bool = False
+    path: str | None = None
+    same_site: Literal["Strict", "Lax", "None"] | None = None
+    secure: bool = False
 
 
 class Strategy(StrEnum):

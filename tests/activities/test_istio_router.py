@@ -6,8 +6,9 @@ import kubernetes
 import pytest
 
 from activities.errors import PermanentError
-from activities.istio_router import IstioRouter, IstioSettings
+from activities.istio_router import IstioRouter, IstioSettings, StickySessions
 from canary.decision import Routes
+from canary.spec import Canary
 from tests.support.kube import (
     DESTINATION_RULES,
     NAMESPACE,
@@ -268,3 +269,179 @@ def test_server_errors_propagate_to_be_retried(kube: ServedEmulator) -> None:
     with pytest.raises(kubernetes.client.ApiException) as raised:
         router(kube).reconcile()
     assert raised.value.status == 500
+
+
+# -- what Flagger's router writes besides weights ---------------------------------------------
+
+
+def test_ab_matches_apply_within_the_service_match(kube: ServedEmulator) -> None:
+    """Each analysis match within each service match, its headers replacing the service's."""
+    service_match = (
+        {"uri": {"prefix": "/api"}, "headers": {"x-tenant": {"exact": "a"}}},
+        {"uri": {"prefix": "/v2"}},
+    )
+    istio = router(kube, match=MATCH, service_match=service_match)
+    istio.reconcile()
+
+    istio.set_routes(Routes(primary_weight=0, canary_weight=100))
+
+    matched, default = http_routes(kube)
+    assert matched["match"] == [
+        {"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "insider"}}},
+        {"uri": {"prefix": "/v2"}, "headers": {"x-canary": {"exact": "insider"}}},
+        {"uri": {"prefix": "/api"}, **MATCH[1]},
+        {"uri": {"prefix": "/v2"}, **MATCH[1]},
+    ]
+    assert default == {
+        "match": list(service_match),
+        "route": [destination("podinfo-primary", 100)],
+    }
+
+
+def test_rewrite_keeps_what_istio_rewrites(kube: ServedEmulator) -> None:
+    """Flagger's rewrite `type` is the Gateway API's; Istio takes the uri and authority."""
+    rewrite = {"uri": "/", "authority": "api.example.com", "type": "ReplacePrefixMatch"}
+    router(kube, rewrite=rewrite).reconcile()
+
+    [route] = http_routes(kube)
+    assert route["rewrite"] == {"uri": "/", "authority": "api.example.com"}
+
+
+def test_reconcile_adds_apex_metadata_and_keeps_the_objects_own(kube: ServedEmulator) -> None:
+    kube.put(
+        VIRTUAL_SERVICES,
+        {
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "VirtualService",
+            "metadata": {
+                "name": "podinfo",
+                "namespace": NAMESPACE,
+                "labels": {"team": "old", "app": "podinfo"},
+                "annotations": {"kept": "yes"},
+            },
+            "spec": {"hosts": ["podinfo"], "http": []},
+        },
+    )
+
+    router(kube, labels={"team": "web"}, annotations={"owner": "web"}).reconcile()
+
+    metadata = kube.get(VIRTUAL_SERVICES, NAMESPACE, "podinfo")["metadata"]
+    assert metadata["labels"] == {"team": "web", "app": "podinfo"}
+    assert metadata["annotations"] == {"kept": "yes", "owner": "web"}
+
+
+STICKY = StickySessions(cookie_name="canary", max_age=600)
+
+
+def test_sticky_sessions_wait_for_live_canary_traffic(kube: ServedEmulator) -> None:
+    """A mirrored step gives the canary no sessions: no cookie, no sticky route."""
+    istio = router(kube, sticky=STICKY)
+    istio.reconcile()
+
+    istio.set_routes(Routes(primary_weight=100, canary_weight=50, mirror=True))
+
+    [route] = http_routes(kube)
+    assert route["mirror"] == {"host": "podinfo-canary"}
+    assert all("headers" not in item for item in route["route"])
+    assert istio.get_routes() == Routes(primary_weight=100, canary_weight=50, mirror=True)
+
+
+def test_a_canary_that_loses_its_share_gets_a_new_cookie_when_it_is_back(
+    kube: ServedEmulator,
+) -> None:
+    istio = router(kube, sticky=STICKY)
+    istio.reconcile()
+    istio.set_routes(Routes(primary_weight=80, canary_weight=20))
+    first = http_routes(kube)[0]["match"]
+
+    istio.set_routes(Routes(primary_weight=100, canary_weight=0))
+    istio.set_routes(Routes(primary_weight=80, canary_weight=20))
+
+    assert len(http_routes(kube)) == 2
+    assert http_routes(kube)[0]["match"] != first
+    assert istio.get_routes() == Routes(primary_weight=80, canary_weight=20)
+
+
+def test_sticky_routes_carry_the_service_route_settings(kube: ServedEmulator) -> None:
+    headers = {"response": {"add": {"x-served-by": "podinfo"}}}
+    istio = router(kube, sticky=STICKY, headers=headers, timeout="5s", retries=RETRIES)
+    istio.reconcile()
+    istio.set_routes(Routes(primary_weight=80, canary_weight=20))
+
+    sticky, weighted = http_routes(kube)
+    for route in (sticky, weighted):
+        assert (route["headers"], route["timeout"], route["retries"]) == (headers, "5s", RETRIES)
+
+    istio.set_routes(Routes(primary_weight=100, canary_weight=0))
+
+    expiring, weighted = http_routes(kube)
+    added = expiring["headers"]["response"]["add"]
+    assert added["x-served-by"] == "podinfo"
+    assert added["Set-Cookie"].endswith("; Max-Age=-1")
+    assert weighted["headers"] == headers
+
+
+def test_a_regex_character_in_a_cookie_name_is_matched_literally(kube: ServedEmulator) -> None:
+    istio = router(kube, sticky=StickySessions(cookie_name="a.b*c", max_age=60))
+    istio.reconcile()
+
+    istio.set_routes(Routes(primary_weight=90, canary_weight=10))
+
+    regex = http_routes(kube)[0]["match"][0]["headers"]["cookie"]["regex"]
+    assert regex.startswith(r".*a\.b\*c.*")
+
+
+def canary_of(service: dict[str, Any], analysis: dict[str, Any] | None = None) -> Canary:
+    return Canary.model_validate(
+        {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": NAMESPACE},
+            "spec": {
+                "provider": "istio",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898, **service},
+                "analysis": analysis or {"stepWeight": 10, "maxWeight": 50},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "port"),
+    [
+        ({}, None),
+        ({"portDiscovery": True}, None),
+        ({"portDiscovery": True, "gateways": ["mesh", "public"]}, None),
+        ({"portDiscovery": True, "gateways": ["public", "mesh"]}, 9898),
+        ({"portDiscovery": True, "delegation": True}, 9898),
+        ({"gateways": ["public"]}, None),
+    ],
+)
+def test_destinations_name_the_port_of_a_multi_port_service_behind_a_gateway(
+    service: dict[str, Any], port: int | None
+) -> None:
+    assert IstioSettings.for_canary(canary_of(service)).port == port
+
+
+@pytest.mark.parametrize(
+    ("analysis", "sticky"),
+    [
+        ({"stepWeight": 10, "sessionAffinity": {"cookieName": "c"}}, True),
+        ({"iterations": 5, "sessionAffinity": {"cookieName": "c"}}, False),
+        (
+            {
+                "iterations": 5,
+                "match": [{"headers": {"x": {"exact": "y"}}}],
+                "sessionAffinity": {"cookieName": "c"},
+            },
+            False,
+        ),
+        ({"stepWeight": 10}, False),
+    ],
+)
+def test_only_weighted_releases_keep_sessions(analysis: dict[str, Any], sticky: bool) -> None:
+    settings = IstioSettings.for_canary(canary_of({}, {"interval": "2m", **analysis}))
+    assert (settings.sticky is not None) == sticky
+    if settings.sticky is not None:
+        assert settings.sticky.primary_max_age == 120

@@ -11,6 +11,7 @@ from activities.errors import PermanentError
 from activities.kubernetes_target import (
     REVISION_ANNOTATION,
     KubernetesTarget,
+    ServiceMetadata,
     ServiceSettings,
     template_revision,
 )
@@ -207,6 +208,116 @@ def test_initialize_takes_over_an_existing_apex_service(seeded: ServedEmulator) 
         "selector": {"app": "podinfo-primary"},
         "ports": [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}],
     }
+
+
+def test_initialize_labels_the_services_it_creates(seeded: ServedEmulator) -> None:
+    make_target(seeded, service=SERVICE).initialize()
+
+    for name in ("podinfo", "podinfo-primary", "podinfo-canary"):
+        assert seeded.get(SERVICES, NAMESPACE, name)["metadata"]["labels"] == {"app": name}
+
+
+def with_sidecar(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Flagger's podinfo with a gRPC port and an injected Istio proxy."""
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    containers[0]["ports"].append({"containerPort": 9999, "protocol": "TCP"})
+    containers.append(
+        {
+            "name": "istio-proxy",
+            "image": "istio/proxyv2",
+            "ports": [{"name": "http-envoy-prom", "containerPort": 15090}],
+        }
+    )
+    return deployment
+
+
+def test_port_discovery_exposes_every_other_container_port(kube: ServedEmulator) -> None:
+    kube.put(DEPLOYMENTS, with_sidecar(podinfo_deployment()))
+    settings = ServiceSettings(
+        name="podinfo", port=9898, target_port="http", port_discovery=True, app_protocol="http"
+    )
+
+    make_target(kube, service=settings).initialize()
+
+    expected = [
+        {
+            "name": "http",
+            "port": 9898,
+            "targetPort": "http",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
+        {"name": "http-metrics", "port": 9797, "targetPort": 9797, "protocol": "TCP"},
+        {"name": "tcp-podinfod-2", "port": 9999, "targetPort": 9999, "protocol": "TCP"},
+    ]
+    for name in ("podinfo", "podinfo-primary", "podinfo-canary"):
+        assert kube.get(SERVICES, NAMESPACE, name)["spec"]["ports"] == expected
+
+
+@pytest.mark.parametrize(("port", "target_port"), [(9898, None), (80, 9898), (80, "http")], ids=str)
+def test_port_discovery_leaves_out_the_main_port(
+    seeded: ServedEmulator, port: int, target_port: int | str | None
+) -> None:
+    settings = ServiceSettings(
+        name="podinfo", port=port, target_port=target_port, port_discovery=True
+    )
+
+    make_target(seeded, service=settings).initialize()
+
+    ports = seeded.get(SERVICES, NAMESPACE, "podinfo-canary")["spec"]["ports"]
+    assert [(item["name"], item["port"]) for item in ports] == [
+        ("http", port),
+        ("http-metrics", 9797),
+    ]
+
+
+def test_without_port_discovery_the_services_have_the_main_port_only(
+    kube: ServedEmulator,
+) -> None:
+    kube.put(DEPLOYMENTS, with_sidecar(podinfo_deployment()))
+
+    make_target(kube, service=SERVICE).initialize()
+
+    assert len(kube.get(SERVICES, NAMESPACE, "podinfo")["spec"]["ports"]) == 1
+
+
+def test_each_service_gets_its_own_labels_and_annotations(seeded: ServedEmulator) -> None:
+    settings = ServiceSettings(
+        name="podinfo",
+        port=9898,
+        apex=ServiceMetadata(labels={"tier": "apex"}, annotations={"a": "apex"}),
+        primary=ServiceMetadata(labels={"tier": "primary"}),
+        canary=ServiceMetadata(annotations={"a": "canary"}),
+    )
+
+    make_target(seeded, service=settings).initialize()
+
+    metadata = {
+        name: seeded.get(SERVICES, NAMESPACE, name)["metadata"]
+        for name in ("podinfo", "podinfo-primary", "podinfo-canary")
+    }
+    assert metadata["podinfo"]["labels"] == {"tier": "apex", "app": "podinfo"}
+    assert metadata["podinfo"]["annotations"] == {"a": "apex"}
+    assert metadata["podinfo-primary"]["labels"] == {"tier": "primary", "app": "podinfo-primary"}
+    assert "annotations" not in metadata["podinfo-primary"]
+    assert metadata["podinfo-canary"]["labels"] == {"app": "podinfo-canary"}
+    assert metadata["podinfo-canary"]["annotations"] == {"a": "canary"}
+
+
+def test_existing_services_get_the_metadata_and_keep_their_own(seeded: ServedEmulator) -> None:
+    make_target(seeded, service=SERVICE).initialize()
+    settings = ServiceSettings(
+        name="podinfo",
+        port=9898,
+        target_port="http",
+        canary=ServiceMetadata(labels={"tier": "canary"}, annotations={"a": "canary"}),
+    )
+
+    make_target(seeded, service=settings).initialize()
+
+    canary = seeded.get(SERVICES, NAMESPACE, "podinfo-canary")["metadata"]
+    assert canary["labels"] == {"app": "podinfo-canary", "tier": "canary"}
+    assert canary["annotations"] == {"a": "canary"}
 
 
 def test_initialize_is_idempotent(seeded: ServedEmulator) -> None:

@@ -482,6 +482,150 @@ def test_session_affinity_needs_a_router_that_keeps_sessions() -> None:
     ]
 
 
+def test_istio_applies_every_routing_field_but_gateway_refs() -> None:
+    text = edited(
+        {
+            "spec.service.timeout": "30s",
+            "spec.service.match": [{"uri": {"prefix": "/"}}],
+            "spec.service.rewrite": {"uri": "/"},
+            "spec.service.headers": {"request": {"add": {"x-a": "b"}}},
+            "spec.service.corsPolicy": {"allowOrigin": ["example.com"]},
+            "spec.service.apex": {"labels": {"team": "a"}},
+            "spec.service.primary": {"labels": {"team": "a"}},
+            "spec.service.canary": {"annotations": {"a": "b"}},
+            "spec.service.portDiscovery": True,
+            "spec.service.appProtocol": "http",
+            "spec.service.gatewayRefs": [{"name": "gw"}],
+            "spec.analysis.sessionAffinity": {"cookieName": "canary", "maxAge": 600},
+        }
+    )
+    assert load(text).warnings == [
+        "spec.service.gatewayRefs: provider 'istio' does not apply it, ignored"
+    ]
+
+
+def test_session_affinity_with_iterations_is_ignored_with_a_warning() -> None:
+    text = edited(
+        {
+            "spec.analysis.iterations": 5,
+            "spec.analysis.stepWeight": DELETE,
+            "spec.analysis.maxWeight": DELETE,
+            "spec.analysis.sessionAffinity": {"cookieName": "canary"},
+        }
+    )
+    assert load(text).warnings == [
+        "spec.analysis.sessionAffinity: only for weighted canary releases (stepWeight or "
+        "stepWeights), ignored with iterations"
+    ]
+
+
+def test_session_affinity_cookie_attributes_load() -> None:
+    affinity = {
+        "cookieName": "flagger-cookie",
+        "maxAge": 21600,
+        "primaryCookieName": "primary-flagger-cookie",
+        "domain": "fluxcd.io",
+        "httpOnly": True,
+        "partitioned": True,
+        "path": "/flagger",
+        "sameSite": "Strict",
+        "secure": True,
+    }
+    result = load(edited({"spec.analysis.sessionAffinity": affinity}))
+    assert result.warnings == []
+    loaded = result.canary.spec.analysis.session_affinity
+    assert loaded is not None
+    assert loaded.model_dump(by_alias=True) == affinity
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        pytest.param(
+            {"spec.analysis.sessionAffinity": {"cookieName": "c", "primaryCookieName": "c"}},
+            ["spec.analysis.sessionAffinity.primaryCookieName: must differ from cookieName ('c')"],
+            id="same-cookie-names",
+        ),
+        pytest.param(
+            {"spec.analysis.sessionAffinity": {"cookieName": "a b;c"}},
+            [
+                "spec.analysis.sessionAffinity.cookieName: must be a cookie name (letters, "
+                "digits and !#$%&'*+-.^_`|~; got 'a b;c')"
+            ],
+            id="cookie-name",
+        ),
+        pytest.param(
+            {"spec.analysis.sessionAffinity": {"cookieName": "c", "path": "/; Secure"}},
+            [
+                "spec.analysis.sessionAffinity.path: must hold no ';', spaces or control "
+                "characters (got '/; Secure')"
+            ],
+            id="cookie-path",
+        ),
+        pytest.param(
+            {"spec.analysis.sessionAffinity": {"cookieName": "c", "sameSite": "Loose"}},
+            ["spec.analysis.sessionAffinity.sameSite: must be 'Strict', 'Lax' or 'None'"],
+            id="same-site",
+        ),
+        pytest.param(
+            {"spec.service.delegation": True},
+            [
+                "spec.service.hosts: a delegate (delegation: true) has no hosts; the "
+                "VirtualService that delegates to it names them",
+                "spec.service.gateways: a delegate (delegation: true) has no gateways; the "
+                "VirtualService that delegates to it names them",
+            ],
+            id="delegate-with-hosts",
+        ),
+        pytest.param(
+            {"spec.service.match": [{"path": {"prefix": "/"}}]},
+            [
+                "spec.service.match[0].path: provider 'istio' cannot match on it (it matches "
+                "authority, gateways, headers, ignoreUriCase, method, name, port, queryParams, "
+                "scheme, sourceLabels, sourceNamespace, statPrefix, uri, withoutHeaders)"
+            ],
+            id="service-match-field",
+        ),
+        pytest.param(
+            {
+                "spec.service.appProtocol": "TCP",
+                "spec.analysis.mirror": True,
+                "spec.analysis.sessionAffinity": {"cookieName": "c"},
+            },
+            [
+                "spec.analysis.mirror: a TCP service (spec.service.appProtocol) has no HTTP "
+                "requests to match, mirror or keep sessions of",
+                "spec.analysis.sessionAffinity: a TCP service (spec.service.appProtocol) has no "
+                "HTTP requests to match, mirror or keep sessions of",
+            ],
+            id="tcp-mirror-sessions",
+        ),
+        pytest.param(
+            {
+                "spec.service.appProtocol": "tcp",
+                "spec.analysis.iterations": 5,
+                "spec.analysis.match": [{"headers": {"x-canary": {"exact": "1"}}}],
+            },
+            [
+                "spec.analysis.match: a TCP service (spec.service.appProtocol) has no HTTP "
+                "requests to match, mirror or keep sessions of"
+            ],
+            id="tcp-match",
+        ),
+    ],
+)
+def test_istio_routing_problems(edits: dict[str, Any], expected: list[str]) -> None:
+    assert problems_of(edited(edits)) == expected
+
+
+def test_a_service_port_name_is_a_dns_label() -> None:
+    text = edited({"spec.service.portName": "tcp-service-port"})
+    assert load(text).canary.spec.service.port_name == "tcp-service-port"
+    assert problems_of(edited({"spec.service.portName": "p" * 64})) == [
+        "spec.service.portName: must be at most 63 characters (got 64)"
+    ]
+
+
 # -- problems --------------------------------------------------------------------------------
 
 
