@@ -84,6 +84,20 @@ def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[
     return patch
 
 
+def metadata_patch(
+    metadata: Mapping[str, Any], labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> dict[str, Any]:
+    """The merge patch that gives an object's `metadata` these labels and annotations (others
+    are left as they are; empty when it has them all)."""
+    patch: dict[str, Any] = {}
+    for key, wanted in (("labels", labels), ("annotations", annotations)):
+        current = metadata.get(key) or {}
+        changed = {name: value for name, value in wanted.items() if current.get(name) != value}
+        if changed:
+            patch[key] = changed
+    return patch
+
+
 def _permanent_message(
     exc: kubernetes.client.ApiException, verb: str, resource: Resource, namespace: str, name: str
 ) -> str | None:

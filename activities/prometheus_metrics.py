@@ -62,8 +62,19 @@ def promql_string_content(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def builtin_query(router: str, metric: str, *, namespace: str, target: str, interval: str) -> str:
-    entry = providers.router(router)
+def builtin_query(
+    router: str,
+    metric: str,
+    *,
+    namespace: str,
+    target: str,
+    interval: str,
+    target_kind: str | None = None,
+    service: str | None = None,
+) -> str:
+    """The router's query for a built-in check, for a target of `target_kind` (its kinds may
+    be measured differently) whose Services are named after `service` (default `target`)."""
+    entry = providers.router(router, target_kind)
     if entry is None or not entry.builtin_metrics:
         known = ", ".join(name for name, item in providers.ROUTERS.items() if item.builtin_metrics)
         raise ValueError(f"no built-in metrics for router {router!r}; known routers: {known}")
@@ -71,7 +82,13 @@ def builtin_query(router: str, metric: str, *, namespace: str, target: str, inte
     if metric not in templates:
         known = ", ".join(sorted(templates))
         raise ValueError(f"no built-in metric {metric!r} for router {router}; known: {known}")
-    return render_query(templates[metric], namespace=namespace, target=target, interval=interval)
+    return render_query(
+        templates[metric],
+        namespace=namespace,
+        target=target,
+        service=service or target,
+        interval=interval,
+    )
 
 
 class PrometheusMetrics:

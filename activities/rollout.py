@@ -234,6 +234,8 @@ def _query(canary: Canary, metric: Metric, default_provider: str) -> str:
             namespace=values["namespace"],
             target=values["target"],
             interval=interval,
+            target_kind=canary.spec.target_ref.kind,
+            service=values["service"],
         )
     return render_query(
         metric.query, interval=interval, variables=metric.template_variables, **values

@@ -799,7 +799,7 @@ def test_the_demo_spec_loads() -> None:
         ),
         (
             {"spec.traefik": DELETE},
-            ["spec.traefik: required when spec.provider is traefik"],
+            ["spec.traefik: required when provider traefik routes a LocalProcess"],
         ),
         (
             {"spec.provider": "istio", "spec.traefik": DELETE},
@@ -817,7 +817,8 @@ def test_the_demo_spec_loads() -> None:
             {"spec.targetRef.kind": "Deployment"},
             [
                 "spec.local: only for spec.targetRef.kind LocalProcess (got 'Deployment')",
-                "spec.provider: traefik routes LocalProcess targets only",
+                "spec.traefik: only for a LocalProcess target (provider traefik writes a "
+                "TraefikService for a Deployment)",
             ],
         ),
     ],
