@@ -32,6 +32,7 @@ import kubernetes
 
 from activities import errors, kube_client
 from canary.decision import ALL_TO_PRIMARY, Routes
+from canary.spec import REWRITE_TYPES
 
 GROUP = "gateway.networking.k8s.io"
 VERSIONS = ("v1", "v1beta1")
@@ -46,7 +47,6 @@ SET_COOKIE_HEADER = "Set-Cookie"
 EXPIRED = "Max-Age=-1"
 DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")
 """A Gateway API Duration (GEP-2257), such as `30s` or `1m30s`."""
-REWRITE_TYPES = ("ReplaceFullPath", "ReplacePrefixMatch")
 
 _STRING_MATCH = {"exact": "Exact", "regex": "RegularExpression"}
 _PATH_MATCH = {"exact": "Exact", "prefix": "PathPrefix", "regex": "RegularExpression"}

@@ -76,8 +76,14 @@ def builtin_query(
     be measured differently) whose Services are named after `service` (default `target`)."""
     entry = providers.router(router, target_kind)
     if entry is None or not entry.builtin_metrics:
-        known = ", ".join(name for name, item in providers.ROUTERS.items() if item.builtin_metrics)
-        raise ValueError(f"no built-in metrics for router {router!r}; known routers: {known}")
+        known = ", ".join(
+            name
+            for name, item in providers.ROUTERS.items()
+            if item.builtin_metrics
+            or any(way.builtin_metrics for way in item.by_target_kind.values())
+        )
+        kind = f" for a {target_kind} target" if target_kind else ""
+        raise ValueError(f"no built-in metrics for router {router!r}{kind}; known routers: {known}")
     templates = entry.builtin_metrics
     if metric not in templates:
         known = ", ".join(sorted(templates))

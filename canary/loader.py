@@ -314,10 +314,13 @@ def _service_routing_problems(
             for name in ("uri", "authority", "type")
             if name in service.rewrite and not isinstance(service.rewrite[name], str)
         ]
+        kind = service.rewrite.get("type")
+        if isinstance(kind, str) and kind not in spec.REWRITE_TYPES:
+            problems.append(
+                f"spec.service.rewrite.type: unknown type {shown(kind)} "
+                f"(expected one of {', '.join(spec.REWRITE_TYPES)})"
+            )
     return problems
-
-
-HEADER_OPERATIONS = ("set", "add", "remove")
 
 
 def _header_problems(headers: Mapping[str, Any], path: str) -> list[str]:
@@ -333,9 +336,9 @@ def _header_problems(headers: Mapping[str, Any], path: str) -> list[str]:
         else:
             for operation, value in operations.items():
                 at = f"{where}.{names.plain(str(operation))}"
-                if operation not in HEADER_OPERATIONS:
+                if operation not in spec.HEADER_OPERATIONS:
                     problems.append(
-                        f"{at}: unknown, expected one of {', '.join(HEADER_OPERATIONS)}"
+                        f"{at}: unknown, expected one of {', '.join(spec.HEADER_OPERATIONS)}"
                     )
                 elif operation == "remove" and not (
                     isinstance(value, list) and all(isinstance(item, str) for item in value)
