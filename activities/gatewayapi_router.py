@@ -484,9 +484,9 @@ def _header_filters(headers: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """RequestHeaderModifier and ResponseHeaderModifier filters for Istio Headers, the added
     and set headers sorted by name, as Flagger writes them."""
     filters = []
-    for direction, kind in (
-        ("request", "RequestHeaderModifier"),
-        ("response", "ResponseHeaderModifier"),
+    for direction, kind, field_name in (
+        ("request", "RequestHeaderModifier", "requestHeaderModifier"),
+        ("response", "ResponseHeaderModifier", "responseHeaderModifier"),
     ):
         operations = (headers or {}).get(direction)
         if operations is None:
@@ -500,7 +500,7 @@ def _header_filters(headers: Mapping[str, Any] | None) -> list[dict[str, Any]]:
                 ]
         if operations.get("remove"):
             changes["remove"] = list(operations["remove"])
-        filters.append({"type": kind, kind[0].lower() + kind[1:]: changes})
+        filters.append({"type": kind, field_name: changes})
     return filters
 
 
