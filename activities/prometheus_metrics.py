@@ -58,16 +58,39 @@ def string_content(value: str, quote: str) -> str:
     return value.replace("\\", "\\\\").replace(quote, "\\" + quote)
 
 
-def builtin_query(router: str, metric: str, *, namespace: str, target: str, interval: str) -> str:
-    entry = providers.router(router)
+def builtin_query(
+    router: str,
+    metric: str,
+    *,
+    namespace: str,
+    target: str,
+    interval: str,
+    target_kind: str | None = None,
+    service: str | None = None,
+) -> str:
+    """The router's query for a built-in check, for a target of `target_kind` (its kinds may
+    be measured differently) whose Services are named after `service` (default `target`)."""
+    entry = providers.router(router, target_kind)
     if entry is None or not entry.builtin_metrics:
-        known = ", ".join(name for name, item in providers.ROUTERS.items() if item.builtin_metrics)
-        raise ValueError(f"no built-in metrics for router {router!r}; known routers: {known}")
+        known = ", ".join(
+            name
+            for name, item in providers.ROUTERS.items()
+            if item.builtin_metrics
+            or any(way.builtin_metrics for way in item.by_target_kind.values())
+        )
+        kind = f" for a {target_kind} target" if target_kind else ""
+        raise ValueError(f"no built-in metrics for router {router!r}{kind}; known routers: {known}")
     templates = entry.builtin_metrics
     if metric not in templates:
         known = ", ".join(sorted(templates))
         raise ValueError(f"no built-in metric {metric!r} for router {router}; known: {known}")
-    return render_query(templates[metric], namespace=namespace, target=target, interval=interval)
+    return render_query(
+        templates[metric],
+        namespace=namespace,
+        target=target,
+        service=service or target,
+        interval=interval,
+    )
 
 
 class PrometheusMetrics:

@@ -13,7 +13,7 @@ import kubernetes
 
 from activities import errors
 from activities.datadog_metrics import DatadogMetrics
-from activities.gatewayapi_router import GatewayAPIRouter, GatewaySettings
+from activities.gatewayapi_router import GatewayAPIRouter, GatewaySettings, StickySessions
 from activities.graphite_metrics import GraphiteMetrics
 from activities.istio_router import IstioRouter, IstioSettings
 from activities.kubernetes_target import KubernetesTarget, ServiceMetadata, ServiceSettings
@@ -24,6 +24,7 @@ from activities.no_router import NoRouter
 from activities.prometheus_metrics import PrometheusMetrics
 from activities.scope import WorkerScope
 from activities.traefik_router import TraefikRouter
+from activities.traefik_service_router import TraefikServiceRouter, TraefikServiceSettings
 from canary import providers
 from canary.contract import Readiness, TargetState
 from canary.decision import Routes
@@ -169,6 +170,9 @@ def _istio_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
 def _gatewayapi_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
     scope.require_namespace(canary.metadata.namespace)
     service = canary.spec.service
+    analysis = canary.spec.analysis
+    affinity = analysis.session_affinity
+    apex = service.apex or ObjectLabels()
     return GatewayAPIRouter(
         api(),
         canary.metadata.namespace,
@@ -180,12 +184,41 @@ def _gatewayapi_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Rout
                 ref.model_dump(by_alias=True, exclude_none=True) for ref in service.gateway_refs
             ),
             hostnames=tuple(service.hosts),
-            match=tuple(canary.spec.analysis.match),
+            match=tuple(analysis.match),
+            service_match=tuple(service.match),
+            timeout=service.timeout,
+            headers=service.headers,
+            rewrite=service.rewrite,
+            sessions=None
+            if affinity is None
+            else StickySessions(
+                cookie_name=affinity.cookie_name,
+                max_age=affinity.max_age,
+                primary_cookie_name=affinity.primary_cookie_name,
+                primary_max_age=max(1, round(analysis.interval)),
+            ),
+            labels=apex.labels,
+            annotations=apex.annotations,
         ),
     )
 
 
 def _traefik_router(canary: Canary, api: KubeApi, scope: WorkerScope) -> Router:
+    """A TraefikService for a Deployment; the file provider's config for a LocalProcess."""
+    if canary.spec.target_ref.kind != LOCAL_KIND:
+        scope.require_namespace(canary.metadata.namespace)
+        service = canary.spec.service
+        apex = service.apex or ObjectLabels()
+        return TraefikServiceRouter(
+            api(),
+            canary.metadata.namespace,
+            TraefikServiceSettings(
+                service=service.name or canary.spec.target_ref.name,
+                port=service.port,
+                labels=apex.labels,
+                annotations=apex.annotations,
+            ),
+        )
     scope.require_local("spec.provider", "the traefik file router")
     if canary.spec.traefik is not None:
         scope.local_path(canary.spec.traefik.config_file, "spec.traefik.configFile")

@@ -274,6 +274,8 @@ def _query(
             namespace=values["namespace"],
             target=values["target"],
             interval=interval,
+            target_kind=canary.spec.target_ref.kind,
+            service=values["service"],
         )
     traits = METRICS_PROVIDERS[source.provider_type]
     return render_query(

@@ -279,7 +279,7 @@ def semantic_problems(canary: spec.Canary) -> list[str]:
     target = canary.spec
     analysis = target.analysis
     provider = target.provider or providers.DEFAULT_PROVIDER
-    router = providers.router(provider)
+    router = providers.router(provider, target.target_ref.kind)
     if target.target_ref.kind not in providers.TARGET_KINDS:
         problems.append(
             f"spec.targetRef.kind: unsupported kind {shown(target.target_ref.kind)} "
@@ -305,11 +305,40 @@ def semantic_problems(canary: spec.Canary) -> list[str]:
     return problems
 
 
+def _header_problems(headers: Mapping[str, Any], path: str) -> list[str]:
+    """Istio's Headers: `request` and `response`, each with `set` and `add` (name -> value)
+    and `remove` (names)."""
+    problems: list[str] = []
+    for direction, operations in headers.items():
+        where = f"{path}.{names.plain(str(direction))}"
+        if direction not in ("request", "response"):
+            problems.append(f"{where}: unknown, expected request or response")
+        elif not isinstance(operations, Mapping):
+            problems.append(f"{where}: must be a mapping of set, add and remove")
+        else:
+            for operation, value in operations.items():
+                at = f"{where}.{names.plain(str(operation))}"
+                if operation not in spec.HEADER_OPERATIONS:
+                    problems.append(
+                        f"{at}: unknown, expected one of {', '.join(spec.HEADER_OPERATIONS)}"
+                    )
+                elif operation == "remove" and not (
+                    isinstance(value, list) and all(isinstance(item, str) for item in value)
+                ):
+                    problems.append(f"{at}: must be a list of header names")
+                elif operation != "remove" and not (
+                    isinstance(value, Mapping)
+                    and all(isinstance(item, str) for item in value.values())
+                ):
+                    problems.append(f"{at}: must map header names to string values")
+    return problems
+
+
 def _unapplied_service_fields(canary: spec.Canary) -> list[str]:
     """One warning per routing field of `spec.service` that the router has no use for, and
     for session affinity where there is no weighted routing to keep sessions in."""
     provider = canary.spec.provider or providers.DEFAULT_PROVIDER
-    router = providers.router(provider)
+    router = providers.router(provider, canary.spec.target_ref.kind)
     if router is None:
         return []
     written = canary.spec.service.model_dump(by_alias=True, exclude_defaults=True)
@@ -350,6 +379,20 @@ def _service_routing_problems(
     if "match" in router.service_fields:
         for index, match in enumerate(service.match):
             problems += _match_problems(match, f"spec.service.match[{index}]", provider, router)
+    if "headers" in router.service_fields and service.headers is not None:
+        problems += _header_problems(service.headers, "spec.service.headers")
+    if "rewrite" in router.service_fields and service.rewrite is not None:
+        problems += [
+            f"spec.service.rewrite.{name}: must be a string"
+            for name in ("uri", "authority", "type")
+            if name in service.rewrite and not isinstance(service.rewrite[name], str)
+        ]
+        kind = service.rewrite.get("type")
+        if isinstance(kind, str) and kind not in spec.REWRITE_TYPES:
+            problems.append(
+                f"spec.service.rewrite.type: unknown type {shown(kind)} "
+                f"(expected one of {', '.join(spec.REWRITE_TYPES)})"
+            )
     if (service.app_protocol or "").lower() == TCP_PROTOCOL:
         problems += [
             f"spec.analysis.{name}: a TCP service (spec.service.appProtocol) has no HTTP "
@@ -444,7 +487,7 @@ def _target_port_problem(port: int | str | None) -> str | None:
 
 def _local_problems(target: spec.CanarySpec) -> list[str]:
     """The local platform's pieces must come together: a LocalProcess target with `local`,
-    provider traefik with `traefik`."""
+    routed by provider traefik with `traefik` (its file provider's config)."""
     problems: list[str] = []
     local_kind = target.target_ref.kind == spec.LOCAL_KIND
     if local_kind and target.local is None:
@@ -456,10 +499,15 @@ def _local_problems(target: spec.CanarySpec) -> list[str]:
         )
     if target.local is not None and target.local.primary_port == target.local.canary_port:
         problems.append("spec.local.canaryPort: must differ from primaryPort")
-    if target.provider == "traefik" and target.traefik is None:
-        problems.append("spec.traefik: required when spec.provider is traefik")
+    if target.provider == "traefik" and local_kind and target.traefik is None:
+        problems.append("spec.traefik: required when provider traefik routes a LocalProcess")
     if target.traefik is not None and target.provider != "traefik":
         problems.append(f"spec.traefik: only for provider traefik (got {shown(target.provider)})")
+    elif target.traefik is not None and target.target_ref.kind == providers.DEPLOYMENT_KIND:
+        problems.append(
+            "spec.traefik: only for a LocalProcess target (provider traefik writes a "
+            "TraefikService for a Deployment)"
+        )
     return problems
 
 
@@ -563,6 +611,10 @@ def _routing_problems(
     if analysis.session_affinity is not None and not router.session_affinity:
         problems.append(
             f"{base}.sessionAffinity: provider {shown(provider)} cannot keep sessions on the canary"
+        )
+    elif analysis.session_affinity is not None and analysis.match:
+        problems.append(
+            f"{base}.sessionAffinity: not with match (A/B testing routes by the match alone)"
         )
     for index, match in enumerate(analysis.match):
         problems += _match_problems(match, f"{base}.match[{index}]", provider, router)

@@ -1,7 +1,9 @@
 """What each provider can do (pure data): the one table the loader and the activities read.
 
 A router entry says what traffic shaping it applies, which target kinds it routes and which
-built-in checks it has a query for (its "observer", as Flagger calls it). The loader refuses a
+built-in checks it has a query for (its "observer", as Flagger calls it). A router that
+routes one target kind another way than the others holds that way's own entry
+(`by_target_kind`), and `router(provider, kind)` picks it. The loader refuses a
 spec that asks for more than its router can do; the activities' registry builds one router
 per entry. Adding a router: an entry here, a module in `activities/` and one line in
 `activities.providers`.
@@ -112,6 +114,10 @@ class RouterCapabilities:
     name only."""
     required_service_fields: tuple[str, ...] = ()
     """`spec.service` fields the router cannot work without."""
+    by_target_kind: Mapping[str, "RouterCapabilities"] = field(default_factory=dict)
+    """Target kind (of `target_kinds`) -> the entry of the way the router routes that kind,
+    when it differs from kind to kind (traefik: a TraefikService for a Deployment, its file
+    provider for a LocalProcess)."""
 
     @property
     def header_match(self) -> bool:
@@ -138,25 +144,38 @@ _ISTIO_METRICS = {
     ),
 }
 
-_TRAEFIK_CANARY = 'service="{{ target }}-canary@file"'
+
+def _traefik_metrics(canary_service: str) -> Mapping[str, str]:
+    """Traefik's metrics of the canary's child service, whose label `canary_service` selects:
+    the percent of non-5xx requests (0 when every request failed), and the p99 in ms."""
+    requests = "traefik_service_requests_total{" + canary_service
+    return {
+        "request-success-rate": (
+            "(sum(rate("
+            + requests
+            + ', code!~"5.."}[{{ interval }}])) or vector(0))'
+            + " / sum(rate("
+            + requests
+            + "}[{{ interval }}])) * 100"
+        ),
+        "request-duration": (
+            "histogram_quantile(0.99, sum by (le) ("
+            + "rate(traefik_service_request_duration_seconds_bucket{"
+            + canary_service
+            + "}[{{ interval }}]))) * 1000"
+        ),
+    }
+
+
+_TRAEFIK_FILE_METRICS = _traefik_metrics('service="{{ target }}-canary@file"')
 """Traefik labels a file-provider service's metrics `service="<name>@file"`; the canary's own
 service is `<target>-canary` (see activities.traefik_router)."""
-_TRAEFIK_METRICS = {
-    "request-success-rate": (
-        "(sum(rate(traefik_service_requests_total{"
-        + _TRAEFIK_CANARY
-        + ', code!~"5.."}[{{ interval }}])) or vector(0))'
-        + " / sum(rate(traefik_service_requests_total{"
-        + _TRAEFIK_CANARY
-        + "}[{{ interval }}])) * 100"
-    ),
-    "request-duration": (
-        "histogram_quantile(0.99, sum by (le) ("
-        + "rate(traefik_service_request_duration_seconds_bucket{"
-        + _TRAEFIK_CANARY
-        + "}[{{ interval }}]))) * 1000"
-    ),
-}
+_TRAEFIK_CRD_METRICS = _traefik_metrics(
+    'service=~"{{ namespace }}-{{ service }}-canary-[0-9a-zA-Z-]+@kubernetescrd"'
+)
+"""A TraefikService's child Kubernetes Service `<svc>-canary` is labelled
+`<namespace>-<svc>-canary-<port>@kubernetescrd`, as Flagger's Traefik observer selects it
+(by the Service's name: it is `<target>-canary` unless `service.name` is set)."""
 
 ISTIO_MATCH_FIELDS: Mapping[str, frozenset[str]] = dict.fromkeys(
     (
@@ -217,17 +236,29 @@ ROUTERS: Mapping[str, RouterCapabilities] = {
         service_fields=frozenset(ROUTING_SERVICE_FIELDS) - {"gatewayRefs"},
     ),
     "traefik": RouterCapabilities(
-        target_kinds=(LOCAL_KIND,),
+        target_kinds=(DEPLOYMENT_KIND, LOCAL_KIND),
         weights=True,
-        match_fields={
-            "headers": frozenset({"exact", "prefix", "suffix", "regex"}),
-            "queryParams": frozenset({"exact", "prefix", "suffix", "regex"}),
-            "uri": frozenset({"exact", "prefix", "regex"}),
-            "method": frozenset({"exact"}),
+        by_target_kind={
+            DEPLOYMENT_KIND: RouterCapabilities(
+                target_kinds=(DEPLOYMENT_KIND,),
+                weights=True,
+                builtin_metrics=_TRAEFIK_CRD_METRICS,
+                service_fields=frozenset({"apex"}),
+            ),
+            LOCAL_KIND: RouterCapabilities(
+                target_kinds=(LOCAL_KIND,),
+                weights=True,
+                match_fields={
+                    "headers": frozenset({"exact", "prefix", "suffix", "regex"}),
+                    "queryParams": frozenset({"exact", "prefix", "suffix", "regex"}),
+                    "uri": frozenset({"exact", "prefix", "regex"}),
+                    "method": frozenset({"exact"}),
+                },
+                cookie_match=True,
+                mirroring=True,
+                builtin_metrics=_TRAEFIK_FILE_METRICS,
+            ),
         },
-        cookie_match=True,
-        mirroring=True,
-        builtin_metrics=_TRAEFIK_METRICS,
     ),
     "kubernetes": RouterCapabilities(target_kinds=(DEPLOYMENT_KIND,), weights=False),
     "gatewayapi": RouterCapabilities(
@@ -240,14 +271,21 @@ ROUTERS: Mapping[str, RouterCapabilities] = {
             "method": frozenset({"exact"}),
         },
         cookie_match=True,
+        mirroring=True,
+        session_affinity=True,
         builtin_metrics=_HTTP_METRICS,
         versions=("v1", "v1beta1"),
         required_service_fields=("gatewayRefs",),
-        service_fields=frozenset({"gatewayRefs", "hosts"}),
+        service_fields=frozenset(
+            {"gatewayRefs", "hosts", "timeout", "headers", "match", "rewrite", "apex"}
+        ),
     ),
 }
 """Routers coalmine implements; `kubernetes` means no traffic router (blue/green only), so
-it has nothing to measure either."""
+it has nothing to measure either. `traefik` writes a TraefikService (Traefik's Kubernetes CRD
+provider, as Flagger's traefik provider does) for a Deployment, and the file-provider config of
+the embedded platform for a LocalProcess: Flagger's provider splits weights only, no A/B
+testing, mirroring or session affinity."""
 
 FLAGGER_ONLY_PROVIDERS = (
     "linkerd",
@@ -266,15 +304,18 @@ FLAGGER_ONLY_PROVIDERS = (
 """Flagger's providers that coalmine lacks; a version suffix (`gatewayapi:v1`) is allowed."""
 
 
-def router(provider: str) -> RouterCapabilities | None:
-    """The entry of `provider` as a spec names it (`name` or `name:version`), else None."""
+def router(provider: str, target_kind: str | None = None) -> RouterCapabilities | None:
+    """The entry of `provider` as a spec names it (`name` or `name:version`), else None; with
+    `target_kind`, the entry of the way it routes that kind."""
     name, colon, version = provider.partition(":")
     entry = ROUTERS.get(name)
     if entry is None or (colon and version not in entry.versions):
         return None
     if not colon and entry.versions and "" not in entry.versions:
         return None
-    return entry
+    if target_kind is None:
+        return entry
+    return entry.by_target_kind.get(target_kind, entry)
 
 
 def router_names() -> list[str]:

@@ -334,6 +334,12 @@ class GatewayRef(SpecModel):
     port: int | None = Field(default=None, gt=0, le=65535)
 
 
+HEADER_OPERATIONS = ("set", "add", "remove")
+"""What `service.headers` (Istio's Headers) does to the request's or the response's headers."""
+REWRITE_TYPES = ("ReplaceFullPath", "ReplacePrefixMatch")
+"""Flagger's `service.rewrite.type`: what of the path its `uri` replaces (default the first)."""
+
+
 class Service(SpecModel):
     name: str | None = None
     port: int = Field(gt=0, le=65535)

@@ -374,15 +374,26 @@ def test_render_fills_name_ingress_and_route_when_given() -> None:
     assert rendered == "canary test podinfo svc web public 1m"
 
 
-@pytest.mark.parametrize("router", providers.router_names())
-def test_every_builtin_query_of_the_capability_table_renders(router: str) -> None:
-    """The loader accepts a built-in metric when the router's table entry has a query for it;
-    the activity renders that same query, so it must render for every router that has it."""
-    entry = providers.router(router)
+@pytest.mark.parametrize(
+    ("router", "kind"),
+    [
+        (router, kind)
+        for router in providers.router_names()
+        for kind in providers.TARGET_KINDS
+        if kind in (providers.router(router) or providers.ROUTERS["kubernetes"]).target_kinds
+    ],
+)
+def test_every_builtin_query_of_the_capability_table_renders(router: str, kind: str) -> None:
+    """The loader accepts a built-in metric when the router's table entry (for the target's
+    kind) has a query for it; the activity renders that same query, so it must render for
+    every router and kind that has it."""
+    entry = providers.router(router, kind)
     assert entry is not None
     assert set(entry.builtin_metrics) <= set(BUILTIN_METRICS)
     for metric in entry.builtin_metrics:
-        query = builtin_query(router, metric, namespace="ns", target="app", interval="30s")
+        query = builtin_query(
+            router, metric, namespace="ns", target="app", interval="30s", target_kind=kind
+        )
         assert "{{" not in query and "[30s]" in query, query
 
 

@@ -5,8 +5,10 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
+import kubernetes
 import pytest
 
 from activities import bounded_http
@@ -15,9 +17,21 @@ from activities.errors import MetricsUnavailableError, PermanentError
 from activities.no_router import NoRouter
 from activities.prometheus_metrics import PrometheusMetrics
 from activities.scope import WorkerScope
+from activities.traefik_router import TraefikRouter
+from activities.traefik_service_router import TraefikServiceRouter
 from canary import providers
 from canary.decision import ALL_TO_PRIMARY
-from canary.spec import Analysis, Canary, CanarySpec, ObjectMeta, ObjectRef, Service
+from canary.spec import (
+    LOCAL_KIND,
+    Analysis,
+    Canary,
+    CanarySpec,
+    LocalProcess,
+    ObjectMeta,
+    ObjectRef,
+    Service,
+    Traefik,
+)
 
 
 def deployment_canary(provider: str | None) -> Canary:
@@ -38,6 +52,10 @@ def no_api() -> object:
     raise AssertionError("this router needs no Kubernetes client")
 
 
+kube_api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host="http://127.0.0.1:1"))
+"""A client the registry hands to a Kubernetes router; building one sends no request."""
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with bounded_http.new_client() as client:
@@ -54,6 +72,39 @@ def test_every_router_routes_only_target_kinds_coalmine_runs() -> None:
     for name, entry in providers.ROUTERS.items():
         assert entry.target_kinds, name
         assert set(entry.target_kinds) <= set(providers.TARGET_KINDS), name
+        assert set(entry.by_target_kind) <= set(entry.target_kinds), name
+        for kind, way in entry.by_target_kind.items():
+            assert way.target_kinds == (kind,), (name, kind)
+            assert not way.by_target_kind, (name, kind)
+            assert providers.router(name, kind) is way
+
+
+def test_traefik_routes_and_measures_each_target_kind_its_own_way() -> None:
+    service = providers.router("traefik", "Deployment")
+    local = providers.router("traefik", LOCAL_KIND)
+    assert service is not None and local is not None
+    assert not service.match_fields and not service.mirroring and not service.session_affinity
+    assert local.header_match and local.mirroring
+    assert "@kubernetescrd" in service.builtin_metrics["request-success-rate"]
+    assert "@file" in local.builtin_metrics["request-success-rate"]
+    assert providers.router("istio", "Deployment") is providers.router("istio")
+
+
+def test_traefik_builds_the_router_of_the_target_kind(tmp_path: Path) -> None:
+    deployment = deployment_canary("traefik")
+    service_router = registry.router_for(deployment, lambda: kube_api, WorkerScope())
+    assert isinstance(service_router, TraefikServiceRouter)
+
+    spec = deployment.spec.model_copy(
+        update={
+            "target_ref": ObjectRef(kind=LOCAL_KIND, name="podinfo"),
+            "local": LocalProcess(command="app", image="v1", primary_port=1, canary_port=2),
+            "traefik": Traefik(config_file="podinfo.yaml"),
+        }
+    )
+    local = deployment.model_copy(update={"spec": spec})
+    scope = WorkerScope(allow_local_targets=True, local_root=tmp_path)
+    assert isinstance(registry.router_for(local, no_api, scope), TraefikRouter)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("provider", ["nginx", "istio:v1", "kubernetes:"])

