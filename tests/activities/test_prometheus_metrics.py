@@ -174,7 +174,9 @@ async def test_a_rendered_custom_query_gives_its_rate(metrics: PrometheusMetrics
         variables={"reporter": "destination"},
     )
 
-    assert await metrics.query_value(query) == pytest.approx(2.0, rel=0.1)
+    # the 5xx series alone (2/s; the others are 98/s and 50/s); a 5 s rate moves with late
+    # scrapes on a busy machine, so the bound tells the series apart, no more
+    assert await metrics.query_value(query) == pytest.approx(2.0, rel=0.5)
 
 
 async def test_a_value_with_quote_and_backslash_matches_its_own_series_only(
@@ -192,7 +194,7 @@ async def test_a_value_with_quote_and_backslash_matches_its_own_series_only(
         variables={"workload": ODD_WORKLOAD},
     )
 
-    assert await metrics.query_value(query) == pytest.approx(7.0, rel=0.1)
+    assert await metrics.query_value(query) == pytest.approx(7.0, rel=0.3)  # not 2, 50 or 98
 
 
 @pytest.mark.parametrize("order", ["sort_desc", "sort"])
