@@ -123,32 +123,23 @@ class GatewayAPIRouter:
         existing = self._read_optional()
         routes = (existing and self._parse_routes(existing)) or ALL_TO_PRIMARY
         spec = self._spec(routes, existing)
+        labels, annotations = self.settings.labels, self.settings.annotations
         if existing is None:
-            metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
-            if self.settings.labels:
-                metadata["labels"] = dict(self.settings.labels)
-            if self.settings.annotations:
-                metadata["annotations"] = dict(self.settings.annotations)
-            body = {
-                "apiVersion": f"{GROUP}/{self.settings.version}",
-                "kind": HTTP_ROUTE.kind,
-                "metadata": metadata,
-                "spec": spec,
-            }
+            body = kube_client.new_object(
+                f"{GROUP}/{self.settings.version}",
+                HTTP_ROUTE.kind,
+                self.namespace,
+                self.name,
+                spec,
+                labels,
+                annotations,
+            )
             with kube_client.api_errors("create", HTTP_ROUTE, self.namespace, self.name):
                 self._objects.create_namespaced_custom_object(
                     GROUP, self.settings.version, self.namespace, PLURAL, body
                 )
             return
-        current = {key: value for key, value in _spec(existing).items() if key in OWNED}
-        patch: dict[str, Any] = {}
-        if spec_patch := kube_client.merge_patch(current, spec):
-            patch["spec"] = spec_patch
-        if metadata_patch := kube_client.metadata_patch(
-            existing.get("metadata") or {}, self.settings.labels, self.settings.annotations
-        ):
-            patch["metadata"] = metadata_patch
-        if patch:
+        if patch := kube_client.object_patch(existing, spec, OWNED, labels, annotations):
             self._patch(patch)
 
     def set_routes(self, routes: Routes) -> None:

@@ -440,31 +440,21 @@ class IstioRouter:
         labels = dict(self.settings.labels) if metadata else {}
         annotations = dict(self.settings.annotations) if metadata else {}
         if existing is None:
-            meta: dict[str, Any] = {"name": name, "namespace": self.namespace}
-            if labels:
-                meta["labels"] = labels
-            if annotations:
-                meta["annotations"] = annotations
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": kind.resource.kind,
-                "metadata": meta,
-                "spec": spec,
-            }
+            body = kube_client.new_object(
+                f"{GROUP}/{VERSION}",
+                kind.resource.kind,
+                self.namespace,
+                name,
+                spec,
+                labels,
+                annotations,
+            )
             with kube_client.api_errors("create", kind.resource, self.namespace, name):
                 self._objects.create_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, kind.plural, body
                 )
             return
-        patch: dict[str, Any] = {}
-        current = {key: value for key, value in _spec(existing).items() if key in kind.owned}
-        if spec_patch := kube_client.merge_patch(current, spec):
-            patch["spec"] = spec_patch
-        if meta_patch := kube_client.metadata_patch(
-            existing.get("metadata") or {}, labels, annotations
-        ):
-            patch["metadata"] = meta_patch
-        if patch:
+        if patch := kube_client.object_patch(existing, spec, kind.owned, labels, annotations):
             self._patch(kind, name, patch)
 
     def _get(self, kind: _Kind, name: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -94,6 +94,42 @@ def metadata_patch(
         current = metadata.get(key) or {}
         if changed := {name: value for name, value in wanted.items() if current.get(name) != value}:
             patch[key] = changed
+    return patch
+
+
+def new_object(
+    api_version: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> dict[str, Any]:
+    """The body that creates an object with `spec`, labels and annotations."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": dict(spec)}
+
+
+def object_patch(
+    existing: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    owned: Collection[str],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> dict[str, Any]:
+    """The merge patch that brings the `owned` fields of `existing`'s spec to `spec` and adds
+    these labels and annotations (empty when it has them all); the rest stays."""
+    current = {key: value for key, value in (existing.get("spec") or {}).items() if key in owned}
+    patch: dict[str, Any] = {}
+    if spec_patch := merge_patch(current, spec):
+        patch["spec"] = spec_patch
+    if meta_patch := metadata_patch(existing.get("metadata") or {}, labels, annotations):
+        patch["metadata"] = meta_patch
     return patch
 
 

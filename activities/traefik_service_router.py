@@ -22,6 +22,8 @@ from canary.decision import ALL_TO_PRIMARY, Routes
 GROUP = "traefik.io"
 VERSION = "v1alpha1"
 PLURAL = "traefikservices"
+OWNED = ("weighted", "mirroring", "highestRandomWeight", "failover")
+"""What a TraefikService is (one of them): coalmine keeps it `weighted` and removes another."""
 TRAEFIK_SERVICE = kube_client.Resource("TraefikService", f"{PLURAL}.{GROUP}")
 
 
@@ -53,31 +55,23 @@ class TraefikServiceRouter:
         existing = self._read_optional()
         routes = (existing and self._parse_routes(existing)) or ALL_TO_PRIMARY
         spec = self._spec(routes)
+        labels, annotations = self.settings.labels, self.settings.annotations
         if existing is None:
-            metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
-            if self.settings.labels:
-                metadata["labels"] = dict(self.settings.labels)
-            if self.settings.annotations:
-                metadata["annotations"] = dict(self.settings.annotations)
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": TRAEFIK_SERVICE.kind,
-                "metadata": metadata,
-                "spec": spec,
-            }
+            body = kube_client.new_object(
+                f"{GROUP}/{VERSION}",
+                TRAEFIK_SERVICE.kind,
+                self.namespace,
+                self.name,
+                spec,
+                labels,
+                annotations,
+            )
             with kube_client.api_errors("create", TRAEFIK_SERVICE, self.namespace, self.name):
                 self._objects.create_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, body
                 )
             return
-        patch: dict[str, Any] = {}
-        if spec_patch := kube_client.merge_patch(existing.get("spec") or {}, spec):
-            patch["spec"] = spec_patch
-        if metadata_patch := kube_client.metadata_patch(
-            existing.get("metadata") or {}, self.settings.labels, self.settings.annotations
-        ):
-            patch["metadata"] = metadata_patch
-        if patch:
+        if patch := kube_client.object_patch(existing, spec, OWNED, labels, annotations):
             self._patch(patch)
 
     def set_routes(self, routes: Routes) -> None:
