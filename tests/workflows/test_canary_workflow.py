@@ -44,6 +44,12 @@ async def start(
     )
 
 
+BETWEEN_TIMERS = INTERVAL / 2
+"""Added to a skip of whole intervals before a signal or update: one that reaches the
+time-skipping server as a timer fires can leave that server unable to take the workflow task
+("invalid history builder state for action"), and the rollout hangs."""
+
+
 async def wait_for(
     env: WorkflowEnvironment,
     handle: WorkflowHandle[CanaryWorkflow, CanaryStatus],
@@ -125,7 +131,7 @@ async def test_pause_holds_over_several_intervals_and_resume_continues(
         await wait_for(time_skipping_env, handle, lambda s: s.canary_weight == 20)
         await handle.signal(CanaryWorkflow.pause, contract.ControlRequest(reason="checking logs"))
         observed_before = len(platform.observed_weights)
-        await time_skipping_env.sleep(INTERVAL * 5)
+        await time_skipping_env.sleep(BETWEEN_TIMERS + INTERVAL * 5)
         paused = await handle.query(CanaryWorkflow.status)
         assert paused.paused
         assert paused.canary_weight == 20
@@ -177,7 +183,7 @@ async def test_confirm_rollout_gate_holds_refuses_promote_and_can_be_aborted(
     async with running_worker(time_skipping_env, platform):
         handle = await start(time_skipping_env, platform, canary_spec(webhooks=[gate]))
         await wait_for(time_skipping_env, handle, lambda s: s.phase == Phase.WAITING)
-        await time_skipping_env.sleep(INTERVAL * 3)
+        await time_skipping_env.sleep(BETWEEN_TIMERS + INTERVAL * 3)
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(CanaryWorkflow.promote, contract.ControlRequest())
         await handle.execute_update(CanaryWorkflow.abort, contract.ControlRequest(reason="no"))

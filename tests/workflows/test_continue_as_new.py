@@ -97,7 +97,7 @@ async def test_status_follows_the_latest_run(time_skipping_env: WorkflowEnvironm
     async with worker(time_skipping_env, platform):
         handle = await start(time_skipping_env, platform, gated())
         first_run = handle.result_run_id
-        await time_skipping_env.sleep(60 * 30)
+        await time_skipping_env.sleep(60 * 30 + 30)  # between two timers, before the abort
         latest = time_skipping_env.client.get_workflow_handle_for(CanaryWorkflow.run, handle.id)
         status = await latest.query(CanaryWorkflow.status)
         description = await latest.describe()
