@@ -265,6 +265,7 @@ class Platform:
             self._spawn("temporal", argv)
             try:
                 self._wait_http("temporal", f"{self.ui_url}/", timeout_seconds=60)
+                self._wait_frontend(temporal, timeout_seconds=60)
                 return
             except PlatformError:
                 failed = self.processes["temporal"]
@@ -369,6 +370,23 @@ class Platform:
         }
         self.processes.pop(name).stop()
         starters[name]()
+
+    def _wait_frontend(self, temporal: str, timeout_seconds: float) -> None:
+        """The Web UI answers before the frontend serves: a client connecting then is refused
+        ("Frontend is not healthy yet")."""
+        process = self.processes["temporal"]
+        deadline = time.monotonic() + timeout_seconds
+        health = [temporal, "operator", "cluster", "health", "--address", self.temporal_address]
+        while True:
+            checked = subprocess.run(health, capture_output=True, text=True, timeout=30)
+            if checked.returncode == 0 and "SERVING" in checked.stdout:
+                return
+            if not process.running or time.monotonic() > deadline:
+                raise PlatformError(
+                    f"temporal did not serve at {self.temporal_address}; its log "
+                    f"({process.log_path}):\n{process.log_tail()}"
+                )
+            time.sleep(0.2)
 
     def _wait_http(self, name: str, url: str, timeout_seconds: float = 30) -> None:
         process = self.processes[name]
