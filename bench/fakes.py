@@ -61,8 +61,8 @@ class NoopActivities:
         ]
 
     def floor(self) -> list[Callable[..., object]]:
-        """The one activity of `bench.floor.FloorWorkflow`."""
-        return [self.floor_step]
+        """The activities of `bench.floor.FloorWorkflow`."""
+        return [self.floor_step, self.floor_routes]
 
     def _log(self, name: str, started: float, canary_weight: int | None = None) -> None:
         info = activity.info()
@@ -126,6 +126,10 @@ class NoopActivities:
     @activity.defn(name=contract.OBSERVE)
     async def floor_step(self) -> None:
         self._log(contract.OBSERVE, time.time())
+
+    @activity.defn(name=contract.SET_ROUTES)
+    async def floor_routes(self) -> None:
+        self._log(contract.SET_ROUTES, time.time())
 
     @activity.defn(name=contract.CALL_WEBHOOKS)
     async def call_webhooks(self, request: contract.WebhooksRequest) -> contract.WebhooksResult:

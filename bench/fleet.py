@@ -133,8 +133,9 @@ class FleetCase:
     passthrough: bool = True
     worker_args: tuple[str, ...] = ()
     label: str = ""
-    floor: bool = False
-    """`bench.floor.FloorWorkflow` instead of rollouts: a timer and a local activity per step."""
+    floor_calls: int = 0
+    """More than 0: `bench.floor.FloorWorkflow` instead of rollouts, a timer and this many local
+    activities per step."""
     bytecode: bool = True
     """Workers read and write bytecode caches, as an installed worker reads the ones `pip
     install` wrote (False: every import compiles from source, as with PYTHONDONTWRITEBYTECODE
@@ -194,7 +195,7 @@ class Workers:
             argv += ["--calls", str(self.calls_path(index)), *case.worker_args]
             if not case.passthrough:
                 argv.append("--no-passthrough")
-            if case.floor:
+            if case.floor_calls:
                 argv.append("--floor")
             log = folder / f"worker-{index}.log"
             env = worker_env(server, case, folder.parent / "pycache")
@@ -337,9 +338,11 @@ async def _start_all(client: Client, canaries: list[Canary], case: FleetCase) ->
     retried = 0
 
     async def start_once(canary: Canary) -> str:
-        if not case.floor:
+        if not case.floor_calls:
             return (await start_rollout(client, canary, IMAGE)).id
-        request = FloorRequest(steps=case.steps, interval_seconds=case.interval)
+        request = FloorRequest(
+            steps=case.steps, interval_seconds=case.interval, calls=case.floor_calls
+        )
         workflow_id = f"floor-{canary.metadata.name}"
         with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier attempt went through
             await client.start_workflow(

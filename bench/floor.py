@@ -1,9 +1,10 @@
-"""The floor: a workflow that only waits a durable timer and calls one local activity per step.
+"""The floor: a workflow that only waits a durable timer and calls local activities per step.
 
 Hosted by the same worker as the rollouts (sandbox, passthrough, data converter), its worker CPU
-per step is what the SDK charges any workflow for a timer and a local activity; what
-`CanaryWorkflow` costs above it per step is coalmine's own (its decision, its status, its other
-local activities and the payloads they carry).
+per step is what the SDK charges any workflow for a timer and `calls` local activities (no
+input, no result). An analysis step that moves the weight has the shape of two (the observation,
+then the new weight): what `CanaryWorkflow` costs above that floor is coalmine's own (its
+decision, its status and the payloads its calls carry).
 """
 
 from datetime import timedelta
@@ -21,6 +22,8 @@ STEP_TIMEOUT = timedelta(seconds=30)
 class FloorRequest(BaseModel):
     steps: int
     interval_seconds: float
+    calls: int = 1
+    """Local activities per step, one after the other."""
 
 
 @workflow.defn(name=FLOOR_WORKFLOW)
@@ -30,8 +33,7 @@ class FloorWorkflow:
         interval = timedelta(seconds=request.interval_seconds)
         for _ in range(request.steps):
             await workflow.sleep(interval)
-            # Named like the rollouts' step call, so the bench measures both the same way.
-            await workflow.execute_local_activity(
-                contract.OBSERVE, start_to_close_timeout=STEP_TIMEOUT
-            )
+            # Named like a rollout's step calls, so the bench measures both the same way.
+            for name in [contract.OBSERVE, *[contract.SET_ROUTES] * (request.calls - 1)]:
+                await workflow.execute_local_activity(name, start_to_close_timeout=STEP_TIMEOUT)
         return request.steps

@@ -31,8 +31,8 @@ async def serve(args: argparse.Namespace) -> None:
     tuning = tuning_of(args)
     if args.no_passthrough:
         tuning = replace(tuning, sandbox_passthrough=False)
-    if args.sandbox_source:
-        tuning = replace(tuning, sandbox_precompiled=False)
+    if args.sdk_sandbox:
+        tuning = replace(tuning, lean_sandbox=False)
     client = await connect()
     threads = tuning.max_concurrent_activities
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as executor:
@@ -56,9 +56,9 @@ def main() -> None:
         "--no-passthrough", action="store_true", help="import every module inside the sandbox"
     )
     parser.add_argument(
-        "--sandbox-source",
+        "--sdk-sandbox",
         action="store_true",
-        help="enter the sandbox by source, as the SDK does (no worker.sandbox)",
+        help="enter the sandbox as the SDK does (not worker.sandbox)",
     )
     parser.add_argument(
         "--floor", action="store_true", help="host bench.floor.FloorWorkflow instead of rollouts"

@@ -30,7 +30,7 @@ from activities.scope import WorkerScope
 from canary.contract import TASK_QUEUE
 from canary.providers import DEFAULT_PROVIDER
 from worker.command import ACTIVITY_THREADS as ACTIVITY_THREADS
-from worker.sandbox import PrecompiledSandboxedWorkflowRunner
+from worker.sandbox import LeanSandboxedWorkflowRunner
 from workflows import rollout_metrics
 from workflows.canary_workflow import CanaryWorkflow
 
@@ -102,17 +102,17 @@ class WorkerTuning:
     max_concurrent_activities: int = ACTIVITY_THREADS
     sandbox_passthrough: bool = True
     """Share `PASSTHROUGH_MODULES` with the sandbox (False only to measure what it saves)."""
-    sandbox_precompiled: bool = True
-    """Run the sandbox's entry code compiled once (`worker.sandbox`; False only to measure
-    what it saves)."""
+    lean_sandbox: bool = True
+    """Enter the sandbox at less cost (`worker.sandbox`; False only to measure what it
+    saves)."""
 
 
-def workflow_runner(passthrough: bool, precompiled: bool = True) -> SandboxedWorkflowRunner:
+def workflow_runner(passthrough: bool, lean: bool = True) -> SandboxedWorkflowRunner:
     restrictions = SandboxRestrictions.default
     if passthrough:
         restrictions = restrictions.with_passthrough_modules(*PASSTHROUGH_MODULES)
-    if precompiled:
-        return PrecompiledSandboxedWorkflowRunner(restrictions=restrictions)
+    if lean:
+        return LeanSandboxedWorkflowRunner(restrictions=restrictions)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
@@ -134,7 +134,7 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=tuning.max_concurrent_activities,
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
-        workflow_runner=workflow_runner(tuning.sandbox_passthrough, tuning.sandbox_precompiled),
+        workflow_runner=workflow_runner(tuning.sandbox_passthrough, tuning.lean_sandbox),
         max_cached_workflows=tuning.max_cached_workflows,
         max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
         max_concurrent_workflow_task_polls=tuning.workflow_task_pollers,
