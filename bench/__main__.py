@@ -1,7 +1,8 @@
 """`make bench` (`python -m bench`): run every case, print the figures, write BENCHMARKS.md.
 
 `--smoke` runs each case at a toy size (what `make test` checks); `--long` adds 1,000
-rollouts at a 60 s interval (about eight minutes).
+rollouts at a 60 s interval (about eight minutes); `--max-rollouts N` leaves out the fleet cases
+of more rollouts than N (a shorter run on a busy machine).
 """
 
 import argparse
@@ -11,7 +12,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +22,7 @@ from bench.report import Report, render
 from bench.startlatency import import_profile, start_latencies
 from demo.platform import PlatformError
 from starter.cli import Refused
+from workflows.canary_workflow import FEWER_ROUND_TRIPS
 
 STATE_DIR = Path(".coalmine") / "bench"
 
@@ -28,6 +30,8 @@ STATE_DIR = Path(".coalmine") / "bench"
 @dataclass(frozen=True)
 class Profile:
     fleet: tuple[FleetCase, ...]
+    floor: tuple[FleetCase, ...]
+    """The SDK's floor (timer and local activities only), then rollouts, under the same load."""
     scaling: tuple[FleetCase, FleetCase]
     """The same load on one worker process and on two."""
     levers: tuple[tuple[str, FleetCase, FleetCase], ...]
@@ -49,14 +53,35 @@ def full_profile(long: bool) -> Profile:
     if long:
         fleet.append(FleetCase(1000, 60, steps=3))
     scaling_load = FleetCase(200, 1, label="200 @ 1s, 1 worker")
+    lever_load = FleetCase(100, 2, label="100 @ 2s")
     return Profile(
         fleet=tuple(fleet),
+        floor=floor_cases(50, 1, 10),
         scaling=(scaling_load, FleetCase(200, 1, workers=2, label="200 @ 1s, 2 workers")),
         levers=(
             (
                 "sandbox passthrough of canary and yaml",
                 FleetCase(100, 2, passthrough=False, label="100 @ 2s, no passthrough"),
                 FleetCase(100, 2, label="100 @ 2s, passthrough"),
+            ),
+            (
+                "sandbox entered at less cost (worker.sandbox)",
+                replace(lever_load, worker_args=("--sdk-sandbox",), label="100 @ 2s, SDK's"),
+                replace(lever_load, label="100 @ 2s, worker.sandbox"),
+            ),
+            (
+                "fewer round trips (patch fewer-round-trips)",
+                replace(
+                    lever_load,
+                    worker_args=("--before", FEWER_ROUND_TRIPS),
+                    label="100 @ 2s, before the patch",
+                ),
+                replace(lever_load, label="100 @ 2s, with it"),
+            ),
+            (
+                "bytecode caches, as an installed worker has",
+                replace(lever_load, bytecode=False, label="100 @ 2s, no caches"),
+                replace(lever_load, label="100 @ 2s, caches"),
             ),
             (
                 "max cached workflows >= rollouts",
@@ -75,10 +100,21 @@ def full_profile(long: bool) -> Profile:
     )
 
 
+def floor_cases(rollouts: int, interval: float, steps: int) -> tuple[FleetCase, ...]:
+    """A timer and one local activity per step, a timer and two, and rollouts."""
+    load = FleetCase(rollouts, interval, steps=steps)
+    return (
+        replace(load, floor_calls=1, label=f"{load.name}, floor: timer + 1 local activity"),
+        replace(load, floor_calls=2, label=f"{load.name}, floor: timer + 2 local activities"),
+        replace(load, label=f"{load.name}, CanaryWorkflow"),
+    )
+
+
 def smoke_profile() -> Profile:
     tiny = FleetCase(5, 1, steps=2)
     return Profile(
         fleet=(tiny,),
+        floor=floor_cases(5, 1, 2),
         scaling=(
             FleetCase(5, 1, steps=2, label="5 @ 1s, 1 worker"),
             FleetCase(5, 1, steps=2, workers=2, label="5 @ 1s, 2 workers"),
@@ -88,6 +124,20 @@ def smoke_profile() -> Profile:
                 "sandbox passthrough of canary and yaml",
                 FleetCase(5, 1, steps=2, passthrough=False, label="5 @ 1s, no passthrough"),
                 FleetCase(5, 1, steps=2, label="5 @ 1s, passthrough"),
+            ),
+            (
+                "sandbox entered at less cost (worker.sandbox)",
+                replace(tiny, worker_args=("--sdk-sandbox",), label="5 @ 1s, SDK's"),
+                replace(tiny, label="5 @ 1s, worker.sandbox"),
+            ),
+            (
+                "fewer round trips (patch fewer-round-trips)",
+                replace(
+                    tiny,
+                    worker_args=("--before", FEWER_ROUND_TRIPS),
+                    label="5 @ 1s, before the patch",
+                ),
+                replace(tiny, label="5 @ 1s, with it"),
             ),
         ),
         detection_rollouts=1,
@@ -102,7 +152,11 @@ def smoke_profile() -> Profile:
 
 
 async def run_on_dev_server(
-    profile: Profile, state_dir: Path, report: Report, save: Callable[[], None]
+    profile: Profile,
+    state_dir: Path,
+    report: Report,
+    save: Callable[[], None],
+    max_rollouts: int,
 ) -> None:
     """The cases on one dev server, cheapest and most telling first; `save` after each, so
     a run cut short still leaves its figures."""
@@ -131,6 +185,9 @@ async def run_on_dev_server(
         )
         report.imports = import_profile()
         save()
+        for number, case in enumerate(profile.floor):
+            report.floor.append(await fleet(case, f"floor-{number}"))
+        save()
         for number, (lever, without, with_it) in enumerate(profile.levers):
             off = await fleet(without, f"lever-{number}-off")
             on = await fleet(with_it, f"lever-{number}-on")
@@ -141,6 +198,9 @@ async def run_on_dev_server(
                     report.scaling.append(await fleet(case, f"scale-{scale_number}"))
                 save()
         for number, case in enumerate(profile.fleet[1:], start=1):
+            if case.rollouts > max_rollouts:
+                report.left_out.append(case.name)
+                continue
             report.fleet.append(await fleet(case, f"fleet-{number}"))
             save()
     finally:
@@ -156,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="every case at a toy size")
     parser.add_argument("--long", action="store_true", help="add 1,000 rollouts at 60 s")
+    parser.add_argument(
+        "--max-rollouts",
+        type=int,
+        default=sys.maxsize,
+        metavar="N",
+        help="leave out the fleet cases of more rollouts than N",
+    )
     parser.add_argument("--out", default="BENCHMARKS.md", help="where to write the figures")
     parser.add_argument("--state-dir", default=str(STATE_DIR), help="logs and call logs")
     args = parser.parse_args(argv)
@@ -174,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             state_dir / "embedded", profile.single_interval, profile.single_steps
         )
         print("  done: single rollout on the embedded platform", flush=True)
-        asyncio.run(run_on_dev_server(profile, state_dir / "dev-server", report, save))
+        asyncio.run(
+            run_on_dev_server(profile, state_dir / "dev-server", report, save, args.max_rollouts)
+        )
     except (PlatformError, Refused) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

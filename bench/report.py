@@ -36,6 +36,9 @@ FLEET_COLUMNS = (
 @dataclass
 class Report:
     fleet: list[FleetResult] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    """Fleet cases left out (`--max-rollouts`)."""
+    floor: list[FleetResult] = field(default_factory=list)
     scaling: list[FleetResult] = field(default_factory=list)
     levers: list[tuple[str, FleetResult, FleetResult]] = field(default_factory=list)
     detection: list[float] = field(default_factory=list)
@@ -72,7 +75,7 @@ def fleet_row(result: FleetResult) -> str:
         " / ".join(
             _n(v, 2) for v in (result.lateness_p50, result.lateness_p99, result.lateness_max)
         ),
-        _n(result.drain_seconds, 1),
+        "n/a" if case.floor_calls else _n(result.drain_seconds, 1),
         cpu_step,
         _n(result.cpu_per_rollout_ms),
         _n(result.cpu_fixed_per_rollout_ms) if result.cpu_per_step_window else "n/a",
@@ -133,8 +136,28 @@ def render(report: Report) -> str:
         "",
         *fleet_table(report.fleet),
     ]
+    for name in report.left_out:
+        lines += ["", f"{name}: left out this time (`--max-rollouts`)."]
     if not report.long and not report.smoke:
         lines += ["", "1,000 rollouts at 60 s: not run this time (`make bench BENCH_ARGS=--long`)."]
+    lines += [
+        "",
+        "## The floor",
+        "",
+        "What the SDK charges any workflow, under the same load and on the same worker: a",
+        "workflow that only waits a durable timer and calls one or two local activities per step",
+        "(no input, no result: `bench/floor.py`), then the rollouts. An analysis step that moves",
+        "the weight has the shape of two local activities.",
+        "",
+        *fleet_table(report.floor),
+    ]
+    if len(report.floor) == 3 and report.floor[1].cpu_per_step_ms > 0:
+        _, two, rollouts = report.floor
+        lines += [
+            "",
+            f"CPU per step, CanaryWorkflow / floor with two local activities: "
+            f"{_n(rollouts.cpu_per_step_ms / two.cpu_per_step_ms, 2)}.",
+        ]
     lines += ["", "## Two worker processes against one server", ""]
     lines += fleet_table(report.scaling)
     if len(report.scaling) == 2:

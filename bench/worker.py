@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from bench import versions
 from bench.fakes import NoopActivities
 from bench.floor import FloorWorkflow
 from worker.command import add_tuning_arguments, tuning_of
@@ -40,6 +41,9 @@ async def serve(args: argparse.Namespace) -> None:
             worker = build_worker(
                 client, fakes.floor(), executor, args.task_queue, tuning, (FloorWorkflow,)
             )
+        elif args.before:
+            workflows = (versions.BEFORE[args.before],)
+            worker = build_worker(client, fakes.all(), executor, args.task_queue, tuning, workflows)
         else:
             worker = build_worker(client, fakes.all(), executor, args.task_queue, tuning)
         async with worker:
@@ -62,6 +66,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--floor", action="store_true", help="host bench.floor.FloorWorkflow instead of rollouts"
+    )
+    parser.add_argument(
+        "--before",
+        choices=sorted(versions.BEFORE),
+        help="run rollouts as those started before this patch run",
     )
     add_tuning_arguments(parser)
     asyncio.run(serve(parser.parse_args()))
