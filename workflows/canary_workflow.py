@@ -118,7 +118,7 @@ class PrimaryNotRestored(Exception):
 class CanaryWorkflow:
     continue_as_new_at_events = CONTINUE_AS_NEW_AT_EVENTS
     """A class attribute, so that a test version can hand over sooner."""
-    takes_fewer_round_trips = True
+    takes_fewer_round_trips: bool = True
     """False runs new rollouts as those started before FEWER_ROUND_TRIPS run (the bench
     measures what the patch saves)."""
 
