@@ -151,9 +151,7 @@ class CanaryWorkflow:
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
         self._safe = workflow.patched(SAFE_ROLLOUT)
-        self._fewer_round_trips = (
-            self._safe and self.takes_fewer_round_trips and workflow.patched(FEWER_ROUND_TRIPS)
-        )
+        self._fewer_round_trips = self._safe and self._takes_fewer_round_trips()
         try:
             if self._resume is not None or await self._initialize(request.image):
                 await self._roll_out()
@@ -181,6 +179,10 @@ class CanaryWorkflow:
                 non_retryable=True,
             )
         return self._status
+
+    def _takes_fewer_round_trips(self) -> bool:
+        """Whether this run takes FEWER_ROUND_TRIPS (recording its marker when it does)."""
+        return self.takes_fewer_round_trips and workflow.patched(FEWER_ROUND_TRIPS)
 
     async def _recover(self, error: Exception) -> None:
         """After a bug: roll back (or, during a promotion, keep the analysed canary serving)
