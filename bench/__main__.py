@@ -2,7 +2,7 @@
 
 `--smoke` runs each case at a toy size (what `make test` checks); `--long` adds 1,000
 rollouts at a 60 s interval (about eight minutes); `--max-rollouts N` leaves out the fleet cases
-of more rollouts than N (a shorter run on a busy machine).
+of more rollouts than N and `--only` runs some sections only (shorter runs on a busy machine).
 """
 
 import argparse
@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -25,6 +25,7 @@ from starter.cli import Refused
 from workflows.canary_workflow import FEWER_ROUND_TRIPS
 
 STATE_DIR = Path(".coalmine") / "bench"
+SECTIONS = ("embedded", "fleet", "detection", "start", "floor", "levers", "scaling")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Profile:
     """The same load on one worker process and on two."""
     levers: tuple[tuple[str, FleetCase, FleetCase], ...]
     """(lever, without it, with it)."""
+    lever_runs: int
+    """Runs of each side of a lever, interleaved (without, with, without, ...): a busy
+    machine's load moves between runs, and the median ratio of the pairs moves less."""
     detection_rollouts: int
     detection_interval: float
     detection_threshold: int
@@ -53,7 +57,7 @@ def full_profile(long: bool) -> Profile:
     if long:
         fleet.append(FleetCase(1000, 60, steps=3))
     scaling_load = FleetCase(200, 1, label="200 @ 1s, 1 worker")
-    lever_load = FleetCase(100, 2, label="100 @ 2s")
+    lever_load = FleetCase(100, 2, steps=10, label="100 @ 2s")
     return Profile(
         fleet=tuple(fleet),
         floor=floor_cases(50, 1, 10),
@@ -61,8 +65,8 @@ def full_profile(long: bool) -> Profile:
         levers=(
             (
                 "sandbox passthrough of canary and yaml",
-                FleetCase(100, 2, passthrough=False, label="100 @ 2s, no passthrough"),
-                FleetCase(100, 2, label="100 @ 2s, passthrough"),
+                replace(lever_load, passthrough=False, label="100 @ 2s, no passthrough"),
+                replace(lever_load, label="100 @ 2s, passthrough"),
             ),
             (
                 "sandbox entered at less cost (worker.sandbox)",
@@ -91,6 +95,7 @@ def full_profile(long: bool) -> Profile:
                 FleetCase(200, 2, label="200 @ 2s, cache 1000"),
             ),
         ),
+        lever_runs=3,
         detection_rollouts=5,
         detection_interval=2,
         detection_threshold=2,
@@ -140,6 +145,7 @@ def smoke_profile() -> Profile:
                 replace(tiny, label="5 @ 1s, with it"),
             ),
         ),
+        lever_runs=1,
         detection_rollouts=1,
         detection_interval=1,
         detection_threshold=1,
@@ -157,9 +163,10 @@ async def run_on_dev_server(
     report: Report,
     save: Callable[[], None],
     max_rollouts: int,
+    sections: Collection[str],
 ) -> None:
-    """The cases on one dev server, cheapest and most telling first; `save` after each, so
-    a run cut short still leaves its figures."""
+    """The cases of `sections` on one dev server, cheapest and most telling first; `save`
+    after each, so a run cut short still leaves its figures."""
     server = DevServer(state_dir)
     client = await server.start()
 
@@ -169,42 +176,61 @@ async def run_on_dev_server(
         return result
 
     try:
-        report.fleet.append(await fleet(profile.fleet[0], "fleet-0"))
-        save()
-        report.detection = await detection_latency(
-            server,
-            client,
-            state_dir / "detection",
-            profile.detection_rollouts,
-            profile.detection_interval,
-            profile.detection_threshold,
-        )
-        report.detection_threshold = profile.detection_threshold
-        report.start = await start_latencies(
-            server, client, state_dir / "start", profile.start_runs
-        )
-        report.imports = import_profile()
-        save()
-        for number, case in enumerate(profile.floor):
-            report.floor.append(await fleet(case, f"floor-{number}"))
-        save()
-        for number, (lever, without, with_it) in enumerate(profile.levers):
-            off = await fleet(without, f"lever-{number}-off")
-            on = await fleet(with_it, f"lever-{number}-on")
-            report.levers.append((lever, off, on))
+        if "fleet" in sections:
+            report.fleet.append(await fleet(profile.fleet[0], "fleet-0"))
             save()
-            if number == 0:
-                for scale_number, case in enumerate(profile.scaling):
-                    report.scaling.append(await fleet(case, f"scale-{scale_number}"))
+        if "detection" in sections:
+            report.detection = await detection_latency(
+                server,
+                client,
+                state_dir / "detection",
+                profile.detection_rollouts,
+                profile.detection_interval,
+                profile.detection_threshold,
+            )
+            report.detection_threshold = profile.detection_threshold
+        if "start" in sections:
+            report.start = await start_latencies(
+                server, client, state_dir / "start", profile.start_runs
+            )
+            report.imports = import_profile()
+        save()
+        if "floor" in sections:
+            for number, case in enumerate(profile.floor):
+                report.floor.append(await fleet(case, f"floor-{number}"))
+            save()
+        if "levers" in sections:
+            for number, (lever, without, with_it) in enumerate(profile.levers):
+                offs: list[FleetResult] = []
+                ons: list[FleetResult] = []
+                for run in range(profile.lever_runs):
+                    offs.append(await fleet(without, f"lever-{number}-off-{run}"))
+                    ons.append(await fleet(with_it, f"lever-{number}-on-{run}"))
+                report.levers.append((lever, offs, ons))
                 save()
-        for number, case in enumerate(profile.fleet[1:], start=1):
-            if case.rollouts > max_rollouts:
-                report.left_out.append(case.name)
-                continue
-            report.fleet.append(await fleet(case, f"fleet-{number}"))
+        if "scaling" in sections:
+            for number, case in enumerate(profile.scaling):
+                report.scaling.append(await fleet(case, f"scale-{number}"))
             save()
+        if "fleet" in sections:
+            for number, case in enumerate(profile.fleet[1:], start=1):
+                if case.rollouts > max_rollouts:
+                    report.left_out.append(case.name)
+                    continue
+                report.fleet.append(await fleet(case, f"fleet-{number}"))
+                save()
     finally:
         server.stop()
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    chosen = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'nothing'}: not a section ({', '.join(SECTIONS)})"
+        )
+    return chosen
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -223,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="leave out the fleet cases of more rollouts than N",
     )
+    parser.add_argument(
+        "--only",
+        type=_sections,
+        default=SECTIONS,
+        metavar="SECTION,...",
+        help=f"run these sections only, of {', '.join(SECTIONS)}",
+    )
     parser.add_argument("--out", default="BENCHMARKS.md", help="where to write the figures")
     parser.add_argument("--state-dir", default=str(STATE_DIR), help="logs and call logs")
     args = parser.parse_args(argv)
@@ -237,12 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(render(report))
 
     try:
-        report.single = single_rollout(
-            state_dir / "embedded", profile.single_interval, profile.single_steps
-        )
-        print("  done: single rollout on the embedded platform", flush=True)
+        if "embedded" in args.only:
+            report.single = single_rollout(
+                state_dir / "embedded", profile.single_interval, profile.single_steps
+            )
+            print("  done: single rollout on the embedded platform", flush=True)
         asyncio.run(
-            run_on_dev_server(profile, state_dir / "dev-server", report, save, args.max_rollouts)
+            run_on_dev_server(
+                profile, state_dir / "dev-server", report, save, args.max_rollouts, args.only
+            )
         )
     except (PlatformError, Refused) as error:
         print(f"error: {error}", file=sys.stderr)
