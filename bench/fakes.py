@@ -54,10 +54,15 @@ class NoopActivities:
             self.readiness,
             self.promote_primary,
             self.set_routes,
+            self.set_routes_and_notify,
             self.observe,
             self.call_webhooks,
             self.notify,
         ]
+
+    def floor(self) -> list[Callable[..., object]]:
+        """The activities of `bench.floor.FloorWorkflow`."""
+        return [self.floor_step, self.floor_routes]
 
     def _log(self, name: str, started: float, canary_weight: int | None = None) -> None:
         info = activity.info()
@@ -104,6 +109,11 @@ class NoopActivities:
     async def set_routes(self, request: contract.RoutesRequest) -> None:
         self._log(contract.SET_ROUTES, time.time(), request.routes.canary_weight)
 
+    @activity.defn(name=contract.SET_ROUTES_AND_NOTIFY)
+    async def set_routes_and_notify(self, request: contract.RoutesAndNotifyRequest) -> None:
+        """Logged as set_routes: the bench reads the weights of set_routes calls."""
+        self._log(contract.SET_ROUTES, time.time(), request.routes.routes.canary_weight)
+
     @activity.defn(name=contract.OBSERVE)
     async def observe(self, request: contract.ObserveRequest) -> StepObservation:
         started = time.time()
@@ -112,6 +122,14 @@ class NoopActivities:
         return StepObservation(
             metrics=FAILING if failing else HEALTHY, canary_revision=request.checksum or "r1"
         )
+
+    @activity.defn(name=contract.OBSERVE)
+    async def floor_step(self) -> None:
+        self._log(contract.OBSERVE, time.time())
+
+    @activity.defn(name=contract.SET_ROUTES)
+    async def floor_routes(self) -> None:
+        self._log(contract.SET_ROUTES, time.time())
 
     @activity.defn(name=contract.CALL_WEBHOOKS)
     async def call_webhooks(self, request: contract.WebhooksRequest) -> contract.WebhooksResult:

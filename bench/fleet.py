@@ -6,7 +6,9 @@ a sample of the rollouts' histories (events and bytes).
 """
 
 import asyncio
+import contextlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -18,7 +20,10 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
+from bench.floor import FLOOR_WORKFLOW, FloorRequest
 from bench.procstat import CpuSampler, peak_rss_bytes
 from bench.worker import READY_LINE
 from canary import contract
@@ -26,7 +31,7 @@ from canary.loader import load_canary
 from canary.spec import Canary
 from demo.platform import ManagedProcess, PlatformError, find_program, free_port
 from starter.cli import AlreadyRunning, Refused, start_rollout
-from worker.connection import connect
+from worker.connection import RPC_TIMEOUT, connect
 
 REPO = Path(__file__).resolve().parents[1]
 STARTS_AT_ONCE = 32
@@ -128,6 +133,13 @@ class FleetCase:
     passthrough: bool = True
     worker_args: tuple[str, ...] = ()
     label: str = ""
+    floor_calls: int = 0
+    """More than 0: `bench.floor.FloorWorkflow` instead of rollouts, a timer and this many local
+    activities per step."""
+    bytecode: bool = True
+    """Workers read and write bytecode caches, as an installed worker reads the ones `pip
+    install` wrote (False: every import compiles from source, as with PYTHONDONTWRITEBYTECODE
+    and no caches)."""
 
     @property
     def name(self) -> str:
@@ -157,6 +169,21 @@ class FleetResult:
     start_retries: int
 
 
+def worker_env(server: DevServer, case: FleetCase, pycache: Path) -> dict[str, str]:
+    """The environment of a worker process. With `case.bytecode`, its bytecode caches go to
+    `pycache` (not into the source tree), whatever PYTHONDONTWRITEBYTECODE says here: the
+    workflow sandbox imports the workflow module again for every rollout, and compiling it
+    from source each time is a cost an installed worker does not pay."""
+    env = server.env()
+    if case.bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
+    return env
+
+
 class Workers:
     """`python -m bench.worker` processes, each stopped by its pid."""
 
@@ -168,10 +195,11 @@ class Workers:
             argv += ["--calls", str(self.calls_path(index)), *case.worker_args]
             if not case.passthrough:
                 argv.append("--no-passthrough")
+            if case.floor_calls:
+                argv.append("--floor")
             log = folder / f"worker-{index}.log"
-            self.processes.append(
-                ManagedProcess(f"worker-{index}", argv, log, env=server.env(), cwd=REPO)
-            )
+            env = worker_env(server, case, folder.parent / "pycache")
+            self.processes.append(ManagedProcess(f"worker-{index}", argv, log, env=env, cwd=REPO))
 
     def calls_path(self, index: int) -> Path:
         return self.folder / f"calls-{index}.json"
@@ -240,7 +268,8 @@ def step_lateness(calls: list[dict[str, object]], interval: float) -> list[float
 
 
 def burst_drained(calls: list[dict[str, object]]) -> float:
-    """When the last rollout was analysing: its last call before its first analysis step."""
+    """When the last rollout was analysing: its last call before its first analysis step (nan
+    when no workflow calls anything before its first step, as the floor's)."""
     ready: list[float] = []
     for group in by_workflow(calls).values():
         first = next((c for c in group if c["name"] == contract.OBSERVE), None)
@@ -248,7 +277,7 @@ def burst_drained(calls: list[dict[str, object]]) -> float:
         before = [_t(c, "finished") for c in group if _t(c, "finished") <= until]
         if before:
             ready.append(max(before))
-    return max(ready)
+    return max(ready, default=math.nan)
 
 
 @dataclass(frozen=True)
@@ -302,23 +331,40 @@ class Starts:
     """Start requests that timed out (the server was busy) and were sent again."""
 
 
-async def _start_all(client: Client, canaries: list[Canary]) -> Starts:
-    """Start every rollout, as CI jobs would: a start that times out is sent again, and one
-    that had gone through after all (AlreadyRunning) counts as started."""
+async def _start_all(client: Client, canaries: list[Canary], case: FleetCase) -> Starts:
+    """Start every rollout (or floor workflow), as CI jobs would: a start that times out is
+    sent again, and one that had gone through after all (AlreadyRunning) counts as started."""
     gate = asyncio.Semaphore(STARTS_AT_ONCE)
     retried = 0
+
+    async def start_once(canary: Canary) -> str:
+        if not case.floor_calls:
+            return (await start_rollout(client, canary, IMAGE)).id
+        request = FloorRequest(
+            steps=case.steps, interval_seconds=case.interval, calls=case.floor_calls
+        )
+        workflow_id = f"floor-{canary.metadata.name}"
+        with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier attempt went through
+            await client.start_workflow(
+                FLOOR_WORKFLOW,
+                request,
+                id=workflow_id,
+                task_queue=contract.TASK_QUEUE,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        return workflow_id
 
     async def start(canary: Canary) -> str:
         nonlocal retried
         async with gate:
             for _attempt in range(START_ATTEMPTS - 1):
                 try:
-                    return (await start_rollout(client, canary, IMAGE)).id
+                    return await start_once(canary)
                 except AlreadyRunning as running:
                     return running.workflow_id
-                except Refused:
+                except (Refused, RPCError):
                     retried += 1
-            return (await start_rollout(client, canary, IMAGE)).id
+            return await start_once(canary)
 
     ids = await asyncio.gather(*(start(canary) for canary in canaries))
     return Starts(ids, retried)
@@ -353,7 +399,7 @@ async def run_fleet(
     try:
         sampler.start()
         begun = time.time()
-        starts = await _start_all(client, canaries)
+        starts = await _start_all(client, canaries, case)
         ids = starts.ids
         failed = await _wait_all(client, ids)
         ended = time.time()
@@ -426,7 +472,7 @@ async def detection_latency(
     workers = Workers(server, FleetCase(rollouts, interval), folder)
     workers.start()
     try:
-        starts = await _start_all(client, canaries)
+        starts = await _start_all(client, canaries, FleetCase(rollouts, interval))
         await _wait_all(client, starts.ids)
     finally:
         calls = workers.stop()

@@ -4,6 +4,7 @@ import math
 import os
 import platform
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +37,12 @@ FLEET_COLUMNS = (
 @dataclass
 class Report:
     fleet: list[FleetResult] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    """Fleet cases left out (`--max-rollouts`)."""
+    floor: list[FleetResult] = field(default_factory=list)
     scaling: list[FleetResult] = field(default_factory=list)
-    levers: list[tuple[str, FleetResult, FleetResult]] = field(default_factory=list)
+    levers: list[tuple[str, list[FleetResult], list[FleetResult]]] = field(default_factory=list)
+    """(lever, runs without it, runs with it), interleaved in that order."""
     detection: list[float] = field(default_factory=list)
     detection_threshold: int = 0
     start: list[float] = field(default_factory=list)
@@ -72,7 +77,7 @@ def fleet_row(result: FleetResult) -> str:
         " / ".join(
             _n(v, 2) for v in (result.lateness_p50, result.lateness_p99, result.lateness_max)
         ),
-        _n(result.drain_seconds, 1),
+        "n/a" if case.floor_calls else _n(result.drain_seconds, 1),
         cpu_step,
         _n(result.cpu_per_rollout_ms),
         _n(result.cpu_fixed_per_rollout_ms) if result.cpu_per_step_window else "n/a",
@@ -133,8 +138,28 @@ def render(report: Report) -> str:
         "",
         *fleet_table(report.fleet),
     ]
+    for name in report.left_out:
+        lines += ["", f"{name}: left out this time (`--max-rollouts`)."]
     if not report.long and not report.smoke:
         lines += ["", "1,000 rollouts at 60 s: not run this time (`make bench BENCH_ARGS=--long`)."]
+    lines += [
+        "",
+        "## The floor",
+        "",
+        "What the SDK charges any workflow, under the same load and on the same worker: a",
+        "workflow that only waits a durable timer and calls one or two local activities per step",
+        "(no input, no result: `bench/floor.py`), then the rollouts. An analysis step that moves",
+        "the weight has the shape of two local activities.",
+        "",
+        *fleet_table(report.floor),
+    ]
+    if len(report.floor) == 3 and report.floor[1].cpu_per_step_ms > 0:
+        _, two, rollouts = report.floor
+        lines += [
+            "",
+            f"CPU per step, CanaryWorkflow / floor with two local activities: "
+            f"{_n(rollouts.cpu_per_step_ms / two.cpu_per_step_ms, 2)}.",
+        ]
     lines += ["", "## Two worker processes against one server", ""]
     lines += fleet_table(report.scaling)
     if len(report.scaling) == 2:
@@ -149,21 +174,15 @@ def render(report: Report) -> str:
         "",
         "## Levers",
         "",
-        "Each lever on and off under the same load; the ratio is with / without.",
+        "Each lever off and on under the same load, the runs interleaved (off, on, off, ...):",
+        "figures are medians of the runs, ratios (with / without) the median of each pair's.",
         "",
-        "| lever | case (without / with) | CPU per step (ms) | ratio | CPU per rollout (ms) "
+        "| lever | case (without / with) | runs | CPU per step (ms) | ratio | CPU per rollout (ms) "
         "| ratio | step lateness p99 (s) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for lever, off, on in report.levers:
-        lines.append(
-            f"| {lever} | {off.case.name} / {on.case.name} "
-            f"| {_n(off.cpu_per_step_ms, 1)} / {_n(on.cpu_per_step_ms, 1)} "
-            f"| {_n(on.cpu_per_step_ms / off.cpu_per_step_ms, 2)} "
-            f"| {_n(off.cpu_per_rollout_ms)} / {_n(on.cpu_per_rollout_ms)} "
-            f"| {_n(on.cpu_per_rollout_ms / off.cpu_per_rollout_ms, 2)} "
-            f"| {_n(off.lateness_p99, 2)} / {_n(on.lateness_p99, 2)} |"
-        )
+    for lever, offs, ons in report.levers:
+        lines.append(lever_row(lever, offs, ons))
     detection = report.detection
     lines += [
         "",
@@ -209,6 +228,32 @@ def render(report: Report) -> str:
     if NOTES.exists():
         lines += ["", NOTES.read_text().rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def lever_row(lever: str, offs: list[FleetResult], ons: list[FleetResult]) -> str:
+    def median_of(
+        results: list[FleetResult], figure: Callable[[FleetResult], float], digits: int = 1
+    ) -> str:
+        return _n(_median([figure(result) for result in results]), digits)
+
+    def ratio(figure: Callable[[FleetResult], float]) -> str:
+        return _n(_median([figure(on) / figure(off) for off, on in zip(offs, ons, strict=True)]), 2)
+
+    def step(result: FleetResult) -> float:
+        return result.cpu_per_step_ms
+
+    def rollout(result: FleetResult) -> float:
+        return result.cpu_per_rollout_ms
+
+    def late(result: FleetResult) -> float:
+        return result.lateness_p99
+
+    return (
+        f"| {lever} | {offs[0].case.name} / {ons[0].case.name} | {len(offs)} "
+        f"| {median_of(offs, step)} / {median_of(ons, step)} | {ratio(step)} "
+        f"| {median_of(offs, rollout)} / {median_of(ons, rollout)} | {ratio(rollout)} "
+        f"| {median_of(offs, late, 2)} / {median_of(ons, late, 2)} |"
+    )
 
 
 def _median(values: list[float]) -> float:

@@ -1,6 +1,6 @@
 """`python -m bench.worker`: a worker built like production's (`worker.main.build_worker`)
-hosting the real CanaryWorkflow over `bench.fakes`, until SIGTERM; then it writes its call log
-as JSON to `--calls`.
+hosting the real CanaryWorkflow over `bench.fakes` (or, with `--floor`, `bench.floor`), until
+SIGTERM; then it writes its call log as JSON to `--calls`.
 """
 
 import argparse
@@ -13,7 +13,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from bench import versions
 from bench.fakes import NoopActivities
+from bench.floor import FloorWorkflow
 from worker.command import add_tuning_arguments, tuning_of
 from worker.connection import connect
 from worker.main import build_worker
@@ -30,10 +32,21 @@ async def serve(args: argparse.Namespace) -> None:
     tuning = tuning_of(args)
     if args.no_passthrough:
         tuning = replace(tuning, sandbox_passthrough=False)
+    if args.sdk_sandbox:
+        tuning = replace(tuning, lean_sandbox=False)
     client = await connect()
     threads = tuning.max_concurrent_activities
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as executor:
-        async with build_worker(client, fakes.all(), executor, args.task_queue, tuning):
+        if args.floor:
+            worker = build_worker(
+                client, fakes.floor(), executor, args.task_queue, tuning, (FloorWorkflow,)
+            )
+        elif args.before:
+            workflows = (versions.BEFORE[args.before],)
+            worker = build_worker(client, fakes.all(), executor, args.task_queue, tuning, workflows)
+        else:
+            worker = build_worker(client, fakes.all(), executor, args.task_queue, tuning)
+        async with worker:
             print(READY_LINE, flush=True)
             await stop.wait()
     Path(args.calls).write_text(json.dumps([call.as_json() for call in fakes.calls]))
@@ -45,6 +58,19 @@ def main() -> None:
     parser.add_argument("--calls", required=True, help="where to write the call log (JSON)")
     parser.add_argument(
         "--no-passthrough", action="store_true", help="import every module inside the sandbox"
+    )
+    parser.add_argument(
+        "--sdk-sandbox",
+        action="store_true",
+        help="enter the sandbox as the SDK does (not worker.sandbox)",
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="host bench.floor.FloorWorkflow instead of rollouts"
+    )
+    parser.add_argument(
+        "--before",
+        choices=sorted(versions.BEFORE),
+        help="run rollouts as those started before this patch run",
     )
     add_tuning_arguments(parser)
     asyncio.run(serve(parser.parse_args()))

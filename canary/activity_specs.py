@@ -16,6 +16,9 @@ from pydantic import BaseModel
 
 from canary.spec import Canary, SpecModel, WebhookType
 
+OBSERVED_HOOKS = (WebhookType.ROLLBACK, WebhookType.ROLLOUT, WebhookType.CONFIRM_TRAFFIC_INCREASE)
+"""The hooks the `observe` activity calls."""
+
 
 def for_target(canary: Canary) -> Canary:
     """For the workload and router activities: everything but metrics, webhooks, alerts and
@@ -28,13 +31,26 @@ def for_webhooks(canary: Canary, kinds: Iterable[WebhookType]) -> Canary:
     return _slimmed(canary, webhooks=tuple(kinds), metrics=False)
 
 
-def _slimmed(canary: Canary, webhooks: tuple[WebhookType, ...], metrics: bool) -> Canary:
+def for_observe(canary: Canary) -> Canary:
+    """For `observe`: the metrics, the hooks it calls and the target."""
+    return _slimmed(canary, webhooks=OBSERVED_HOOKS, metrics=True)
+
+
+def for_notify(canary: Canary) -> Canary:
+    """For `notify`: the alerts, the `event` hooks and the target."""
+    return _slimmed(canary, webhooks=(WebhookType.EVENT,), metrics=False, alerts=True)
+
+
+def _slimmed(
+    canary: Canary, webhooks: tuple[WebhookType, ...], metrics: bool, alerts: bool = False
+) -> Canary:
     data = _declared(canary)
     analysis = data["spec"]["analysis"]
     analysis["webhooks"] = [
         hook for hook in analysis["webhooks"] if WebhookType(hook["type"]) in webhooks
     ]
-    analysis["alerts"] = []
+    if not alerts:
+        analysis["alerts"] = []
     if not metrics:
         analysis["metrics"] = []
     data["metadata"]["labels"] = {}

@@ -22,6 +22,7 @@ READINESS = "readiness"
 PROMOTE_PRIMARY = "promote_primary"
 RESTORE_PRIMARY = "restore_primary"
 SET_ROUTES = "set_routes"
+SET_ROUTES_AND_NOTIFY = "set_routes_and_notify"
 OBSERVE = "observe"
 CALL_WEBHOOKS = "call_webhooks"
 NOTIFY = "notify"
@@ -203,3 +204,11 @@ class NotifyRequest(BaseModel):
     events: list[EventNotice] = Field(default_factory=list)
     phase: Phase = Phase.PROGRESSING
     checksum: str = ""
+
+
+class RoutesAndNotifyRequest(BaseModel):
+    """Set the routes, then send what happened (`notify`): the notifications that wait when
+    the routes change go with them, in one call."""
+
+    routes: RoutesRequest
+    notify: NotifyRequest

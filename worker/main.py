@@ -25,10 +25,12 @@ from activities import alerts
 from activities.kube_client import api_client_from_environment
 from activities.notify import NotifyActivities
 from activities.rollout import RolloutActivities
+from activities.routes_and_notify import RoutesAndNotifyActivities
 from activities.scope import WorkerScope
 from canary.contract import TASK_QUEUE
 from canary.providers import DEFAULT_PROVIDER
 from worker.command import ACTIVITY_THREADS as ACTIVITY_THREADS
+from worker.sandbox import LeanSandboxedWorkflowRunner
 from workflows import rollout_metrics
 from workflows.canary_workflow import CanaryWorkflow
 
@@ -74,7 +76,15 @@ def worker_activities(
         api_client_from_environment, metrics_server, worker_scope, mesh_provider=mesh_provider
     )
     notify = NotifyActivities(providers, api_client_from_environment, worker_scope)
-    return [*rollout.all(), *notify.all()]
+    return rollout_activities(rollout, notify)
+
+
+def rollout_activities(
+    rollout: RolloutActivities, notify: NotifyActivities
+) -> list[Callable[..., object]]:
+    """Every activity a rollout calls, from its two halves."""
+    routes_and_notify = RoutesAndNotifyActivities(rollout, notify)
+    return [*rollout.all(), *notify.all(), *routes_and_notify.all()]
 
 
 @dataclass(frozen=True)
@@ -92,12 +102,17 @@ class WorkerTuning:
     max_concurrent_activities: int = ACTIVITY_THREADS
     sandbox_passthrough: bool = True
     """Share `PASSTHROUGH_MODULES` with the sandbox (False only to measure what it saves)."""
+    lean_sandbox: bool = True
+    """Enter the sandbox at less cost (`worker.sandbox`; False only to measure what it
+    saves)."""
 
 
-def workflow_runner(passthrough: bool) -> SandboxedWorkflowRunner:
+def workflow_runner(passthrough: bool, lean: bool = True) -> SandboxedWorkflowRunner:
     restrictions = SandboxRestrictions.default
     if passthrough:
         restrictions = restrictions.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    if lean:
+        return LeanSandboxedWorkflowRunner(restrictions=restrictions)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
@@ -107,17 +122,19 @@ def build_worker(
     executor: concurrent.futures.Executor,
     task_queue: str = TASK_QUEUE,
     tuning: WorkerTuning | None = None,
+    workflows: Sequence[type] = (CanaryWorkflow,),
 ) -> Worker:
+    """A worker hosting `workflows` (the bench's floor hosts another) and `activities`."""
     tuning = tuning or WorkerTuning()
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[CanaryWorkflow],
+        workflows=workflows,
         activities=activities,
         activity_executor=executor,
         max_concurrent_activities=tuning.max_concurrent_activities,
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
-        workflow_runner=workflow_runner(tuning.sandbox_passthrough),
+        workflow_runner=workflow_runner(tuning.sandbox_passthrough, tuning.lean_sandbox),
         max_cached_workflows=tuning.max_cached_workflows,
         max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
         max_concurrent_workflow_task_polls=tuning.workflow_task_pollers,

@@ -5,6 +5,7 @@ The workflow orchestrates: it asks the activities what the world looks like, ask
 durable timer and one local activity, plus one more local activity when the weight changes.
 """
 
+import functools
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -61,6 +62,12 @@ traffic on a ready workload, instead of failing the workflow task again and agai
 GATE_HOOKS_LOCAL = "gate-hooks-as-local-activity"
 """Patch: a gate calls its hooks again after each interval as a local activity, which costs one
 history event instead of a workflow task and three activity events."""
+FEWER_ROUND_TRIPS = "fewer-round-trips"
+"""Patch: the short calls to the target (initialize, readiness, image, scale, promote, restore)
+are local activities, one history event each instead of three and a workflow task, so that a
+rollout reaches its first analysis interval in one workflow task; and the notifications waiting
+when the routes change go with them, in one local activity (`set_routes_and_notify`), so that
+an analysis step that moves the weight records one event less."""
 CONTINUE_AS_NEW_AT_EVENTS = 9_800
 """A run continues as new at its first wait past this many events (or when the server
 suggests it), so that its history stays under about 10,000 events."""
@@ -111,6 +118,9 @@ class PrimaryNotRestored(Exception):
 class CanaryWorkflow:
     continue_as_new_at_events = CONTINUE_AS_NEW_AT_EVENTS
     """A class attribute, so that a test version can hand over sooner."""
+    takes_fewer_round_trips: bool = True
+    """False runs new rollouts as those started before FEWER_ROUND_TRIPS run (the bench
+    measures what the patch saves)."""
 
     @workflow.init
     def __init__(self, request: contract.RolloutRequest) -> None:
@@ -127,6 +137,7 @@ class CanaryWorkflow:
         self._published: dict[str, object] = {}
         self._metrics = RolloutMetrics(request.canary)
         self._safe = False
+        self._fewer_round_trips = False
         self._new_image: str | None = None
         self._unsent_hook_events: list[Event] = []
         self._primary_snapshot: str | None = None
@@ -140,6 +151,7 @@ class CanaryWorkflow:
     @workflow.run
     async def run(self, request: contract.RolloutRequest) -> CanaryStatus:
         self._safe = workflow.patched(SAFE_ROLLOUT)
+        self._fewer_round_trips = self._safe and self._takes_fewer_round_trips()
         try:
             if self._resume is not None or await self._initialize(request.image):
                 await self._roll_out()
@@ -167,6 +179,10 @@ class CanaryWorkflow:
                 non_retryable=True,
             )
         return self._status
+
+    def _takes_fewer_round_trips(self) -> bool:
+        """Whether this run takes FEWER_ROUND_TRIPS (recording its marker when it does)."""
+        return self.takes_fewer_round_trips and workflow.patched(FEWER_ROUND_TRIPS)
 
     async def _recover(self, error: Exception) -> None:
         """After a bug: roll back (or, during a promotion, keep the analysed canary serving)
@@ -341,7 +357,7 @@ class CanaryWorkflow:
     async def _initialize(self, image: str | None) -> bool:
         """Create the primary and route to it; False when there is nothing to roll out."""
         target = self._canary.target
-        state = await self._activity(
+        state = await self._target_call(
             contract.INITIALIZE,
             contract.CanaryRequest(canary=self._target_spec),
             contract.TargetState,
@@ -354,7 +370,7 @@ class CanaryWorkflow:
         revision = state.canary_revision
         if image is not None:
             request = contract.ImageRequest(canary=self._target_spec, image=image)
-            revision = await self._activity(contract.SET_CANARY_IMAGE, request, str)
+            revision = await self._target_call(contract.SET_CANARY_IMAGE, request, str)
         self._status = self._status.model_copy(
             update={"revision": revision, "phase": Phase.INITIALIZED}
         )
@@ -378,7 +394,7 @@ class CanaryWorkflow:
         image, self._new_image = self._new_image, None
         assert image is not None
         request = contract.ImageRequest(canary=self._target_spec, image=image)
-        revision = await self._activity(contract.SET_CANARY_IMAGE, request, str)
+        revision = await self._target_call(contract.SET_CANARY_IMAGE, request, str)
         self._status = self._status.model_copy(update={"image": image})
         if restart:
             await self._apply(
@@ -445,13 +461,13 @@ class CanaryWorkflow:
         observation: StepObservation = await self._local_activity(
             contract.OBSERVE,
             contract.ObserveRequest(
-                canary=self._canary,
+                canary=self._observe_spec,
                 phase=self._status.phase,
                 checksum=self._status.revision or "",
                 canary_only=canary_only,
             ),
             StepObservation,
-            timeout=self._observe_timeout(),
+            timeout=self._observe_timeout,
             summary=summary,
         )
         return observation
@@ -473,7 +489,7 @@ class CanaryWorkflow:
         self._event(messages.copying_template(target, primary))
         request = contract.PromoteRequest(canary=self._canary, revision=self._status.revision)
         try:
-            promotion = await self._activity(
+            promotion = await self._target_call(
                 contract.PROMOTE_PRIMARY, request, contract.Promotion, summary="promote primary"
             )
         except StepFailed as failure:
@@ -540,7 +556,7 @@ class CanaryWorkflow:
         target = self._canary.target
         serving = messages.nothing_ready(target)
         try:
-            readiness = await self._activity(
+            readiness = await self._target_call(
                 contract.READINESS,
                 contract.ReadinessRequest(canary=self._target_spec, primary=False),
                 contract.Readiness,
@@ -602,7 +618,7 @@ class CanaryWorkflow:
         self._event(messages.restoring_primary(target, primary))
         request = contract.RestoreRequest(canary=self._canary, snapshot=self._primary_snapshot)
         try:
-            await self._activity(
+            await self._target_call(
                 contract.RESTORE_PRIMARY, request, type(None), summary="restore the primary"
             )
         except StepFailed as failure:
@@ -624,7 +640,7 @@ class CanaryWorkflow:
         """One readiness read; a workload that cannot be read is not ready."""
         which = "primary" if primary else "canary"
         try:
-            readiness = await self._activity(
+            readiness = await self._target_call(
                 contract.READINESS,
                 contract.ReadinessRequest(canary=self._canary, primary=primary),
                 contract.Readiness,
@@ -754,7 +770,7 @@ class CanaryWorkflow:
         which = "primary" if primary else "canary"
         request = contract.ReadinessRequest(canary=self._target_spec, primary=primary)
         while True:
-            readiness = await self._activity(
+            readiness = await self._target_call(
                 contract.READINESS, request, contract.Readiness, summary=f"is the {which} ready"
             )
             if readiness.ready:
@@ -900,7 +916,7 @@ class CanaryWorkflow:
 
     async def _scale_canary(self, replicas: int) -> None:
         request = contract.ScaleRequest(canary=self._target_spec, replicas=replicas)
-        await self._activity(
+        await self._target_call(
             contract.SCALE_CANARY, request, type(None), summary=f"scale canary to {replicas}"
         )
 
@@ -912,14 +928,27 @@ class CanaryWorkflow:
         )
         if unchanged and not force:
             return
-        request = contract.RoutesRequest(canary=self._canary, routes=routes)
-        await self._local_activity(
-            contract.SET_ROUTES,
-            request,
-            type(None),
-            timeout=KUBE_TIMEOUT,
-            summary=f"set weight {routes.canary_weight}",
-        )
+        request = contract.RoutesRequest(canary=self._target_spec, routes=routes)
+        summary = f"set weight {routes.canary_weight}"
+        unsent, hook_events = self._unsent, self._unsent_hook_events
+        notify = self._take_notifications() if self._fewer_round_trips else None
+        try:
+            if notify is None:
+                await self._local_activity(
+                    contract.SET_ROUTES, request, type(None), timeout=KUBE_TIMEOUT, summary=summary
+                )
+            else:
+                await self._local_activity(
+                    contract.SET_ROUTES_AND_NOTIFY,
+                    contract.RoutesAndNotifyRequest(routes=request, notify=notify),
+                    type(None),
+                    timeout=KUBE_TIMEOUT + NOTIFY_TIMEOUT,
+                    summary=f"{summary}, notify",
+                )
+        except StepFailed as failure:
+            # Nothing was sent (the routes come first): the next wait sends it.
+            self._unsent, self._unsent_hook_events = unsent, hook_events
+            raise StepFailed(contract.SET_ROUTES, failure.reason) from None
         self._status = self._status.model_copy(
             update={
                 "primary_weight": routes.primary_weight,
@@ -965,6 +994,17 @@ class CanaryWorkflow:
                     )
         return list(result.webhooks)
 
+    @functools.cached_property
+    def _observe_spec(self) -> Canary:
+        """What `observe` gets of the spec (a local activity: its input is not in the history,
+        but it is encoded and decoded at every step)."""
+        return activity_specs.for_observe(self._canary)
+
+    @functools.cached_property
+    def _notify_spec(self) -> Canary:
+        """What `notify` gets of the spec."""
+        return activity_specs.for_notify(self._canary)
+
     def _webhook_spec(self, kinds: list[WebhookType]) -> Canary:
         """What `call_webhooks` gets of the spec for these kinds of hooks."""
         key = tuple(kinds)
@@ -975,7 +1015,7 @@ class CanaryWorkflow:
     async def _apply(self, decision: Decision) -> None:
         """Take the decision's status and log its new events; roll back or set its routes."""
         current = self._status
-        new_events = [event for event in decision.status.events if event not in current.events]
+        new_events = _new_events(current.events, decision.status.events)
         self._status = decision.status.model_copy(
             update={
                 "primary_weight": current.primary_weight,
@@ -996,6 +1036,7 @@ class CanaryWorkflow:
         analysis = self._canary.spec.analysis
         return analysis.iterations or len(analysis.weights)
 
+    @functools.cached_property
     def _observe_timeout(self) -> timedelta:
         hooks = self._canary.spec.analysis.webhooks_of(WebhookType.ROLLOUT)
         gates = self._canary.spec.analysis.webhooks_of(WebhookType.CONFIRM_TRAFFIC_INCREASE)
@@ -1025,6 +1066,20 @@ class CanaryWorkflow:
         workflow.set_current_details(status_markdown(self._canary, self._status))
         self._upsert_search_attributes()
         self._metrics.publish(self._status)
+        request = self._take_notifications()
+        if request is None:
+            return
+        try:
+            await self._local_activity(
+                contract.NOTIFY, request, type(None), timeout=NOTIFY_TIMEOUT, summary="notify"
+            )
+        except StepFailed as failure:
+            workflow.logger.warning("notifications not sent: %s", failure)
+
+    def _take_notifications(self) -> contract.NotifyRequest | None:
+        """What happened since the last notification, for the alert providers (events with a
+        kind, when the rollout has alerts or Kubernetes Events) and the `event` hooks; None
+        when there is nothing to send."""
         unsent, self._unsent = self._unsent, []
         hook_events, self._unsent_hook_events = self._unsent_hook_events, []
         spec = self._canary.spec
@@ -1040,9 +1095,9 @@ class CanaryWorkflow:
             if event.kind is not None
         ]
         if not notifications and not hook_events:
-            return
-        request = contract.NotifyRequest(
-            canary=self._canary,
+            return None
+        return contract.NotifyRequest(
+            canary=self._notify_spec,
             notifications=notifications,
             events=[
                 contract.EventNotice(time=e.time, message=e.message, warning=e.warning)
@@ -1051,12 +1106,6 @@ class CanaryWorkflow:
             phase=self._status.phase,
             checksum=self._status.revision or "",
         )
-        try:
-            await self._local_activity(
-                contract.NOTIFY, request, type(None), timeout=NOTIFY_TIMEOUT, summary="notify"
-            )
-        except StepFailed as failure:
-            workflow.logger.warning("notifications not sent: %s", failure)
 
     def _upsert_search_attributes(self) -> None:
         """Keep the rollout's search attributes current, if it was started with them."""
@@ -1094,8 +1143,18 @@ class CanaryWorkflow:
         except ActivityError as error:
             raise StepFailed(name, _cause(error)) from None
 
+    async def _target_call(
+        self, name: str, arg: Any, result_type: Any, summary: str | None = None
+    ) -> Any:
+        """A short call to the target: a local activity in rollouts with FEWER_ROUND_TRIPS, an
+        activity in those started before."""
+        if self._fewer_round_trips:
+            summary = summary or name.replace("_", " ")
+            return await self._local_activity(name, arg, result_type, KUBE_TIMEOUT, summary)
+        return await self._activity(name, arg, result_type, summary=summary)
+
     async def _local_activity(
-        self, name: str, arg: Any, result_type: type, timeout: timedelta, summary: str
+        self, name: str, arg: Any, result_type: Any, timeout: timedelta, summary: str
     ) -> Any:
         try:
             return await workflow.execute_local_activity(
@@ -1111,6 +1170,14 @@ class CanaryWorkflow:
         except ApplicationError as error:
             # A local activity's final failure arrives as the activity's own error.
             raise StepFailed(name, error.message) from None
+
+
+def _new_events(before: list[Event], after: list[Event]) -> list[Event]:
+    """The events of `after` not in `before` (by equality). A decision keeps the status's
+    events as they are and appends its own, so most of `after` is the very objects of `before`:
+    only the others are compared, as pydantic's equality of models is slow."""
+    kept = {id(event) for event in before}
+    return [event for event in after if id(event) not in kept and event not in before]
 
 
 def _reason(request: contract.ControlRequest | None) -> str:

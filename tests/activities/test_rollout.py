@@ -28,7 +28,7 @@ from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment 
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus, static_scrape_config
 from tests.support.webhook_receiver import Receiver, receiver_fixture  # noqa: F401
-from worker.main import ACTIVITY_THREADS, build_worker
+from worker.main import ACTIVITY_THREADS, build_worker, rollout_activities
 from workflows.canary_workflow import CanaryWorkflow
 
 DEPLOYMENTS = "apps/v1/deployments"
@@ -106,7 +106,7 @@ async def roll_out(env: WorkflowEnvironment, kube: ServedEmulator, spec: Canary)
     rollout = RolloutActivities(lambda: kube.api, "http://127.0.0.1:1")
     notify = NotifyActivities(AlertProviders.from_environment({}), lambda: kube.api)
     queue = f"rollout-{uuid.uuid4()}"
-    activities = [*rollout.all(), *notify.all()]
+    activities = rollout_activities(rollout, notify)
     with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with build_worker(env.client, activities, executor, task_queue=queue):
             handle = await env.client.start_workflow(

@@ -30,7 +30,7 @@ from canary.status import Phase
 from starter.verdict import final_status
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
 from tests.support.net import free_port
-from worker.main import ACTIVITY_THREADS, build_worker
+from worker.main import ACTIVITY_THREADS, build_worker, rollout_activities
 from workflows.canary_workflow import CanaryWorkflow
 
 DEPLOYMENTS = "apps/v1/deployments"
@@ -143,7 +143,10 @@ async def test_a_refused_local_rollout_ends_failed_naming_the_flag(
     queue = f"scope-{uuid.uuid4()}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with build_worker(
-            time_skipping_env.client, [*rollout.all(), *notify.all()], executor, task_queue=queue
+            time_skipping_env.client,
+            rollout_activities(rollout, notify),
+            executor,
+            task_queue=queue,
         ):
             handle = await time_skipping_env.client.start_workflow(
                 CanaryWorkflow.run,

@@ -17,10 +17,14 @@ SMOKE_TIMEOUT_SECONDS = 900
 FIGURES = (
     *FLEET_COLUMNS,
     "## N concurrent rollouts",
+    "## The floor",
+    "CPU per step, CanaryWorkflow / floor with two local activities:",
     "## Two worker processes against one server",
     "Throughput (analysis steps per second), 2 workers / 1 worker:",
     "## Levers",
     "sandbox passthrough of canary and yaml",
+    "sandbox entered at less cost (worker.sandbox)",
+    "fewer round trips (patch fewer-round-trips)",
     "## Detection to 100 % primary",
     "## `coalmine start`",
     "importing the CLI",
@@ -100,5 +104,5 @@ def test_the_smoke_run_prints_and_writes_every_figure(tmp_path: Path) -> None:
     assert "nan" not in written, written
     assert "verdict Succeeded" in written
     fleet_rows = [line for line in written.splitlines() if line.startswith("| 5 @ 1s")]
-    assert len(fleet_rows) == 3, written  # the fleet case and the two scaling cases
+    assert len(fleet_rows) == 6, written  # the fleet case, the floor's three, two scaling
     assert all(row.split("|")[-3].strip() == "0" for row in fleet_rows), written  # none failed

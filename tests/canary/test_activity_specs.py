@@ -2,7 +2,7 @@
 deserializes like a whole spec."""
 
 from canary import contract
-from canary.activity_specs import for_target, for_webhooks
+from canary.activity_specs import for_notify, for_observe, for_target, for_webhooks
 from canary.spec import Canary, WebhookType
 
 SPEC = {
@@ -31,6 +31,8 @@ SPEC = {
                 {"name": "gate", "type": "confirm-promotion", "url": "http://hooks/gate"},
                 {"name": "smoke", "type": "rollout", "url": "http://hooks/smoke"},
                 {"name": "load", "type": "pre-rollout", "url": "http://hooks/load"},
+                {"name": "stop", "type": "rollback", "url": "http://hooks/stop"},
+                {"name": "audit", "type": "event", "url": "http://hooks/audit"},
             ],
             "alerts": [{"name": "on-call", "severity": "error", "providerRef": {"name": "pd"}}],
         },
@@ -72,9 +74,30 @@ def test_the_workload_activities_get_the_target_and_the_routing_only() -> None:
 
 def test_call_webhooks_gets_the_hooks_of_its_kinds_only() -> None:
     slim = sent(for_webhooks(canary(), [WebhookType.CONFIRM_PROMOTION, WebhookType.ROLLBACK]))
-    assert [hook.name for hook in slim.spec.analysis.webhooks] == ["gate"]
+    assert [hook.name for hook in slim.spec.analysis.webhooks] == ["gate", "stop"]
     assert slim.spec.analysis.metrics == []
     assert slim.target == "podinfo.test"
+
+
+def test_observe_gets_the_metrics_and_the_hooks_it_calls() -> None:
+    whole = canary()
+    slim = sent(for_observe(whole))
+    assert slim.spec.analysis.metrics == whole.spec.analysis.metrics
+    assert [hook.name for hook in slim.spec.analysis.webhooks] == ["smoke", "stop"]
+    assert slim.spec.analysis.alerts == []
+    assert slim.spec.target_ref == whole.spec.target_ref
+    assert slim.spec.analysis.interval == 30.0
+    assert slim.metadata.annotations == {}
+
+
+def test_notify_gets_the_alerts_and_the_event_hooks() -> None:
+    whole = canary()
+    slim = sent(for_notify(whole))
+    assert slim.spec.analysis.alerts == whole.spec.analysis.alerts
+    assert [hook.name for hook in slim.spec.analysis.webhooks] == ["audit"]
+    assert slim.spec.analysis.metrics == []
+    assert slim.target == "podinfo.test"
+    assert slim.spec.target_ref == whole.spec.target_ref
 
 
 def test_an_input_with_the_whole_spec_still_reads() -> None:

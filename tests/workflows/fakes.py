@@ -1,7 +1,7 @@
 """Same-name stand-ins for the activities: they record what the workflow asked for."""
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from temporalio import activity
@@ -54,6 +54,8 @@ class FakePlatform:
     canary_revision: str | None = None
     """What the canary runs now (set_canary_image sets it); None: the primary's revision."""
     task_queue: str = field(default_factory=lambda: f"test-{uuid.uuid4()}")
+    deliver: Callable[[contract.NotifyRequest], Awaitable[None]] | None = None
+    """A real `notify` that notifications are handed to as well."""
 
     def _weight(self) -> int:
         return self.routes[-1].canary_weight if self.routes else 0
@@ -66,6 +68,7 @@ class FakePlatform:
             self.readiness,
             self.promote_primary,
             self.set_routes,
+            self.set_routes_and_notify,
             self.observe,
             self.call_webhooks,
             self.notify,
@@ -109,6 +112,11 @@ class FakePlatform:
             raise ApplicationError("router config is not writable", non_retryable=True)
         self.routes.append(request.routes)
 
+    @activity.defn(name=contract.SET_ROUTES_AND_NOTIFY)
+    async def set_routes_and_notify(self, request: contract.RoutesAndNotifyRequest) -> None:
+        await self.set_routes(request.routes)
+        await self.notify(request.notify)
+
     @activity.defn(name=contract.OBSERVE)
     async def observe(self, request: contract.ObserveRequest) -> StepObservation:
         revision = self.canary_revision or self.primary_revision
@@ -138,6 +146,8 @@ class FakePlatform:
     @activity.defn(name=contract.NOTIFY)
     async def notify(self, request: contract.NotifyRequest) -> None:
         self.notifications.extend(request.notifications)
+        if self.deliver is not None:
+            await self.deliver(request)
 
     def _metrics(self) -> Metrics:
         if self.images and self.images[-1] == self.failing_image:

@@ -172,6 +172,17 @@ CASES = [
         runs=2,
     ),
     Case("workflow_error_rolled_back", workflow=BuggyDecision),
+    # fewer-round-trips
+    Case("healthy_rollout_with_fewer_round_trips"),
+    Case("failed_rollout_with_fewer_round_trips", fake=lambda: FakePlatform(metrics=failing)),
+    Case("promotion_failed_with_fewer_round_trips", script=Script(primary_never_ready=True)),
+    Case(
+        "gates_with_fewer_round_trips",
+        canary=canary_spec(webhooks=GATES),
+        fake=lambda: FakePlatform(
+            webhook_ok=Approval(**{"rollout-gate": 2, "traffic-gate": 2, "promotion-gate": 3})
+        ),
+    ),
 ]
 
 

@@ -165,14 +165,13 @@ async def test_a_mirrored_canary_starts_with_one_mirrored_step(
 async def test_event_hooks_receive_every_event_with_flaggers_payload(
     time_skipping_env: WorkflowEnvironment, receiver: Receiver
 ) -> None:
-    platform = FakePlatform(task_queue=f"events-{id(receiver)}")
     notify = NotifyActivities(AlertProviders(), None)
-    fakes = [activity for activity in platform.activities() if activity != platform.notify]
+    platform = FakePlatform(task_queue=f"events-{id(receiver)}", deliver=notify.notify)
     async with Worker(
         time_skipping_env.client,
         task_queue=platform.task_queue,
         workflows=[CanaryWorkflow],
-        activities=[*fakes, notify.notify],
+        activities=platform.activities(),
     ):
         handle = await start(
             time_skipping_env,

@@ -39,6 +39,10 @@ EXPECTED = {
     "continue_as_new_in_analysis",
     "continue_as_new_in_analysis_run2",
     "workflow_error_rolled_back",
+    "healthy_rollout_with_fewer_round_trips",
+    "failed_rollout_with_fewer_round_trips",
+    "promotion_failed_with_fewer_round_trips",
+    "gates_with_fewer_round_trips",
 }
 RECORDED_WITH = {name: case.workflow for case in CASES for name in case.names}
 """Histories recorded with a test version of the workflow (a smaller continue-as-new

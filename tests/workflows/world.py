@@ -118,6 +118,7 @@ class ScriptedPlatform:
             self.promote_primary,
             self.restore_primary,
             self.set_routes,
+            self.set_routes_and_notify,
             self.observe,
             self.call_webhooks,
             self.notify,
@@ -184,6 +185,10 @@ class ScriptedPlatform:
                 mirror=routes.mirror,
             )
         )
+
+    @activity.defn(name=contract.SET_ROUTES_AND_NOTIFY)
+    async def set_routes_and_notify(self, request: contract.RoutesAndNotifyRequest) -> None:
+        await self.set_routes(request.routes)
 
     @activity.defn(name=contract.OBSERVE)
     async def observe(self, request: contract.ObserveRequest) -> StepObservation:
