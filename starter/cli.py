@@ -274,9 +274,7 @@ async def _run_remote(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2) if args.json else render.rollout_table(rows))
         return EXIT_OK
     run_id = getattr(args, "run_id", None)
-    handle = client.get_workflow_handle_for(
-        CanaryWorkflow.run, workflow_id(args.namespace, args.name), run_id=run_id
-    )
+    handle = rollout_handle(client, workflow_id(args.namespace, args.name), run_id)
     try:
         description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
         if args.command == "status":
@@ -287,9 +285,7 @@ async def _run_remote(args: argparse.Namespace) -> int:
             request = await history.rollout_request(handle, client.data_converter)
             return await _follow_to_verdict(handle, request.canary, args.json)
         if args.command == "history":
-            run = client.get_workflow_handle_for(
-                CanaryWorkflow.run, handle.id, run_id=description.run_id
-            )
+            run = rollout_handle(client, handle.id, description.run_id)
             return await _history(client, run, description.run_id, args.json)
         if description.status != WorkflowExecutionStatus.RUNNING:
             final = await _status(handle, description.status)
@@ -463,11 +459,18 @@ async def start_rollout(
         ) from None
 
 
+def rollout_handle(
+    client: Client, workflow_id: str, run_id: str | None = None
+) -> WorkflowHandle[CanaryWorkflow, CanaryStatus]:
+    """The handle of a rollout (its latest run unless `run_id`)."""
+    return client.get_workflow_handle(workflow_id, run_id=run_id, result_type=CanaryStatus)
+
+
 async def supersede_rollout(
     client: Client, workflow_id: str, image: str
 ) -> tuple[WorkflowHandle[CanaryWorkflow, CanaryStatus], str]:
     """Make the running rollout `workflow_id` take `image`; Refused when it cannot now."""
-    handle = client.get_workflow_handle_for(CanaryWorkflow.run, workflow_id)
+    handle = rollout_handle(client, workflow_id)
     try:
         message = await handle.execute_update(
             CanaryWorkflow.supersede, contract.SupersedeRequest(image=image)

@@ -45,7 +45,7 @@ from canary.details import status_markdown
 from canary.spec import Canary
 from canary.status import CanaryStatus, Phase
 from demo.platform import Platform, Ports
-from starter.cli import start_rollout
+from starter.cli import rollout_handle, start_rollout
 from starter.verdict import final_status
 from tests.support.devtools import Browser
 from tests.workflows.fakes import FakePlatform, canary_spec
@@ -401,7 +401,7 @@ async def test_the_signal_dialog_offers_the_controls_and_sends_pause(
     assert described["promote"].startswith("Promote now")
     assert described["abort"].startswith("Roll back now")
     assert described["resume"].startswith("Resume a paused analysis")
-    handle = rollouts.client.get_workflow_handle_for(CanaryWorkflow.run, rollouts.running)
+    handle = rollout_handle(rollouts.client, rollouts.running)
     deadline = asyncio.get_running_loop().time() + PAGE_TIMEOUT_SECONDS
     while not (status := await handle.query(CanaryWorkflow.status)).paused:
         assert asyncio.get_running_loop().time() < deadline, f"not paused: {status}"

@@ -41,6 +41,7 @@ from canary.decision import StepObservation
 from canary.spec import Canary
 from canary.status import Phase
 from starter import cli
+from starter.cli import rollout_handle
 from starter.verdict import final_status
 from tests.support.net import free_port
 from tests.support.prometheus import RunningPrometheus, running_prometheus
@@ -107,8 +108,8 @@ def total(samples: list[Sample], name: str, **labels: str) -> float:
 
 @dataclass
 class FlakyPlatform(FakePlatform):
-    """Fails the first call of an activity and of a local activity (both retried), so the
-    SDK's failure counters appear on /metrics too."""
+    """Fails the first call of two local activities (both retried), so the SDK's failure
+    counters appear on /metrics too."""
 
     flaked: set[str] = field(default_factory=set)
 
@@ -252,11 +253,10 @@ async def test_the_sdk_metrics_are_served_too(rollouts: Rollouts) -> None:
     assert value(samples, "temporal_workflow_completed_total", **rollout) == 1
     assert value(samples, "temporal_workflow_failed_total", **rollout) == 1
     latency = "temporal_workflow_task_execution_latency_seconds_count"
-    assert total(samples, latency, **queue) > 10
-    failed = "temporal_activity_execution_failed_total"
-    assert value(samples, failed, activity_type=contract.SCALE_CANARY, **queue) == 1
+    assert total(samples, latency, **queue) > 2, "each rollout ran several workflow tasks"
     local_failed = "temporal_local_activity_execution_failed_total"
-    assert value(samples, local_failed, activity_type=contract.OBSERVE, **queue) == 1
+    for activity_type in (contract.SCALE_CANARY, contract.OBSERVE):
+        assert value(samples, local_failed, activity_type=activity_type, **queue) == 1
 
 
 async def test_a_replay_records_nothing(
@@ -271,7 +271,7 @@ async def test_a_replay_records_nothing(
             client, FakePlatform().activities(), pool, rollouts.task_queue
         ):
             for workflow_id in rollouts.workflow_ids:
-                handle = client.get_workflow_handle_for(CanaryWorkflow.run, workflow_id)
+                handle = rollout_handle(client, workflow_id)
                 status = await handle.query(CanaryWorkflow.status)
                 assert status.phase.final
     samples = parse_exposition(get_metrics(address))
@@ -338,8 +338,13 @@ def test_dashboard_is_a_grafana_dashboard_with_the_panels() -> None:
             assert query["expr"].strip() and query["refId"], panel["title"]
 
 
+ONLY_EARLIER_ROLLOUTS = {"temporal_activity_execution_failed_total"}
+"""Metrics of rollouts started before FEWER_ROUND_TRIPS: they call activities, new ones only
+local activities, so a worker running new rollouts does not serve these."""
+
+
 async def test_dashboard_uses_only_metrics_the_worker_serves(rollouts: Rollouts) -> None:
-    served = {sample.name for sample in rollouts.samples}
+    served = {sample.name for sample in rollouts.samples} | ONLY_EARLIER_ROLLOUTS
     for expression in expressions(dashboard()):
         names = set(METRIC_NAME.findall(expression))
         assert names, f"no coalmine_/temporal_ metric in {expression}"
@@ -490,6 +495,8 @@ async def test_every_dashboard_expression_evaluates_in_prometheus(
             metric, label = call.groups()
             found = {series["metric"][label] for series in query(prometheus, metric)}
             assert {target(rollouts.healthy), target(rollouts.failing)} <= found
+            continue
+        if set(METRIC_NAME.findall(promql)) <= ONLY_EARLIER_ROLLOUTS:
             continue
         assert query(prometheus, promql), f"no result for {promql}"
 
