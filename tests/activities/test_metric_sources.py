@@ -29,7 +29,7 @@ from tests.support.hostile_http import vector
 from tests.support.kube import ServedEmulator, kube_fixture, podinfo_deployment  # noqa: F401
 from tests.support.metrics_api import MetricsApi, SeenRequest, self_signed_certificate
 from tests.support.net import free_port
-from worker.main import ACTIVITY_THREADS, build_worker
+from worker.main import ACTIVITY_THREADS, build_worker, rollout_activities
 from workflows.canary_workflow import CanaryWorkflow
 
 TEMPLATES = "flagger.app/v1beta1/metrictemplates"
@@ -371,7 +371,10 @@ async def test_credentials_stay_out_of_the_rollouts_history(
     spec = canary({"name": "latency"})
     with concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with build_worker(
-            time_skipping_env.client, [*rollout.all(), *notify.all()], executor, task_queue=queue
+            time_skipping_env.client,
+            rollout_activities(rollout, notify),
+            executor,
+            task_queue=queue,
         ):
             handle = await time_skipping_env.client.start_workflow(
                 CanaryWorkflow.run,

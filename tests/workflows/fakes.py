@@ -91,7 +91,10 @@ class FakePlatform:
 
     @activity.defn(name=contract.SCALE_CANARY)
     async def scale_canary(self, request: contract.ScaleRequest) -> None:
-        self.scales.append(request.replicas)
+        """Records each replica count the canary goes to: a local activity may run twice (a
+        busy worker's task can time out before its result is recorded), to the same effect."""
+        if not self.scales or self.scales[-1] != request.replicas:
+            self.scales.append(request.replicas)
 
     @activity.defn(name=contract.READINESS)
     async def readiness(self, request: contract.ReadinessRequest) -> contract.Readiness:
