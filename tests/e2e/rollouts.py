@@ -94,6 +94,25 @@ def versions(platform: Platform, canary: Canary) -> set[str]:
     return set(result.versions)
 
 
+async def wait_until_routed(platform: Platform, canary: Canary) -> None:
+    """Until Traefik answers for the target's Host: coalmine writes its route when the rollout
+    starts, and Traefik applies a new file a moment later (seconds when its cores are busy)."""
+    host = f"{canary.metadata.name}.test"
+    for _ in range(300):
+        result = await asyncio.to_thread(
+            generate_load,
+            platform.web_url + "/",
+            rate=10,
+            duration=1,
+            max_requests=1,
+            headers={"Host": host},
+        )
+        if result.statuses[200]:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"Traefik never routed {host}")
+
+
 async def wait_for_weight(handle: Handle, weight: int) -> None:
     for _ in range(300):
         if (await handle.query(CanaryWorkflow.status)).canary_weight >= weight:

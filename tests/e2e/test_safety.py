@@ -22,6 +22,7 @@ from tests.e2e.rollouts import (
     unique,
     versions,
     wait_for_weight,
+    wait_until_routed,
     weights_set,
 )
 
@@ -41,12 +42,13 @@ async def test_a_healthy_promotion_loses_no_request(platform: Platform, client: 
         platform.wait_for_metric(SCRAPING)
         handle = await start_rollout(client, canary, "v2")
         await wait_for_weight(handle, 25)
+        await wait_until_routed(platform, canary)
         with measured_load(platform, canary) as load:
             result = await final_status(handle)
             await asyncio.sleep(AFTER_VERDICT_SECONDS)
         assert result.phase == Phase.SUCCEEDED, [event.message for event in result.events]
     assert load.result.sent > LOAD_RATE * AFTER_VERDICT_SECONDS
-    assert dict(load.result.statuses) == {200: load.result.sent}
+    assert dict(load.result.statuses) == {200: load.result.sent}, load.result.summary()
     assert set(load.result.versions) == {"v1", "v2"}
 
 
