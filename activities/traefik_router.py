@@ -18,9 +18,18 @@ the higher priority) sends matching requests to service `<svc>`.
 The file is replaced atomically (a temporary file beside it that Traefik does not load, then a
 rename) and only when its content changes. Traefik must watch it (`watch: true`); set its
 `providers.providersThrottleDuration` low (e.g. 100ms), as the default 2s delays each reload.
+With `spec.traefik.apiUrl`, writing the routes returns once Traefik's API shows service
+`<svc>@file` with the new split: a workload that just lost its traffic is then stopped only
+after Traefik stopped sending it requests, however long a busy Traefik took to reload.
 """
 
+import http.client
+import json
 import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +38,7 @@ from typing import Any
 import yaml
 
 from activities import errors, files
+from canary import names
 from canary.decision import ALL_TO_PRIMARY, Routes
 from canary.spec import Canary
 
@@ -53,6 +63,11 @@ class TraefikSettings:
     """Istio-style HTTPMatchRequests (headers, queryParams, uri, method) for A/B testing."""
     description: str = ""
     """Who owns the file, written as a comment at its top."""
+    api_url: str | None = None
+    """Traefik's API, where each split written is confirmed (None: not confirmed)."""
+    apply_timeout_seconds: float = 10.0
+    """How long Traefik may take to serve a split written, before the call fails (and is
+    retried)."""
 
 
 class TraefikRouter:
@@ -71,6 +86,11 @@ class TraefikRouter:
             raise errors.PermanentError("spec.traefik: required when spec.provider is traefik")
         if spec.local is None:
             raise errors.PermanentError("spec.local: provider traefik routes LocalProcess targets")
+        api_url = spec.traefik.api_url
+        if api_url is not None and not names.is_http_url(api_url):
+            raise errors.PermanentError(
+                f"spec.traefik.apiUrl: must be an http(s) URL (got {names.shown(api_url)})"
+            )
         target = spec.target_ref.name
         return cls(
             TraefikSettings(
@@ -83,6 +103,7 @@ class TraefikRouter:
                 rule=spec.traefik.rule,
                 match=tuple(spec.analysis.match),
                 description=f"canary {canary.metadata.namespace}/{canary.metadata.name}",
+                api_url=spec.traefik.api_url,
             )
         )
 
@@ -91,11 +112,13 @@ class TraefikRouter:
         current = self._read_text()
         routes = (current is not None and self._parse_routes(current)) or ALL_TO_PRIMARY
         self._write(routes, current)
+        self._confirm(routes)
 
     def set_routes(self, routes: Routes) -> None:
         """Route by absolute weights; with `mirror`, all traffic goes to the primary and
         `canary_weight` percent of it is copied to the canary. Same routes, same file."""
         self._write(routes, self._read_text())
+        self._confirm(routes)
 
     def get_routes(self) -> Routes:
         path = self.settings.config_file
@@ -166,6 +189,59 @@ class TraefikRouter:
         header += "; it is rewritten at every weight change.\n"
         return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
+    def served(self, routes: Routes, service: Mapping[str, Any]) -> bool:
+        """Whether `service`, as Traefik's API shows the split service, applies `routes`."""
+        if routes.mirror:
+            mirroring = service.get("mirroring")
+            if not isinstance(mirroring, Mapping):
+                return False
+            mirrors = mirroring.get("mirrors") or []
+            return mirroring.get("service") == self.primary_service and any(
+                isinstance(mirror, Mapping)
+                and mirror.get("name") == self.canary_service
+                and mirror.get("percent") == routes.canary_weight
+                for mirror in mirrors
+            )
+        children = _dig(service, "weighted", "services")
+        if not isinstance(children, list):
+            return False
+        weights = {
+            child.get("name"): child.get("weight", 1)
+            for child in children
+            if isinstance(child, Mapping)
+        }
+        return weights == {
+            self.primary_service: routes.primary_weight,
+            self.canary_service: routes.canary_weight,
+        }
+
+    def _confirm(self, routes: Routes) -> None:
+        """With an API to ask: wait until Traefik serves `routes`, or fail (retryably)."""
+        api = self.settings.api_url
+        if api is None:
+            return
+        name = urllib.parse.quote(f"{self.settings.service}@file", safe="@")
+        url = f"{api.rstrip('/')}/api/http/services/{name}"
+        timeout = self.settings.apply_timeout_seconds
+        deadline = time.monotonic() + timeout
+        seen = "nothing yet"
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                service = _get_json(url, max(0.1, min(2.0, remaining)))
+            except (OSError, ValueError, http.client.HTTPException) as error:
+                seen = f"{url}: {getattr(error, 'reason', None) or error}"
+            else:
+                if service is not None and self.served(routes, service):
+                    return
+                seen = f"{url}: " + ("no such service" if service is None else "older weights")
+            if remaining <= 0:
+                raise TraefikConfigError(
+                    f"Traefik has not applied {self.settings.config_file} within {timeout:g}s "
+                    f"(last seen: {seen})"
+                )
+            time.sleep(min(0.05, max(remaining, 0.0)))
+
     def _parse_routes(self, text: str) -> Routes | None:
         try:
             config = yaml.safe_load(text)
@@ -222,6 +298,28 @@ class TraefikRouter:
         except OSError as error:
             reason = error.strerror or str(error)
             raise TraefikConfigError(f"Traefik config unwritable: {path}: {reason}") from error
+
+
+MAX_API_ANSWER = 1024 * 1024
+"""Bytes of an API answer read at most: one service is a few hundred."""
+
+
+def _get_json(url: str, timeout: float) -> Mapping[str, Any] | None:
+    """The JSON object at `url`; None when the server answers 404 (not loaded yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read(MAX_API_ANSWER + 1)
+    except urllib.error.HTTPError as error:
+        error.close()
+        if error.code == 404:
+            return None
+        raise
+    if len(body) > MAX_API_ANSWER:
+        raise ValueError(f"answer larger than {MAX_API_ANSWER} bytes")
+    found = json.loads(body)
+    if not isinstance(found, Mapping):
+        raise ValueError("answer is not a JSON object")
+    return found
 
 
 def _server(port: int) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ValidationError
 
@@ -508,6 +507,9 @@ def _local_problems(target: spec.CanarySpec) -> list[str]:
             "spec.traefik: only for a LocalProcess target (provider traefik writes a "
             "TraefikService for a Deployment)"
         )
+    api_url = target.traefik.api_url if target.traefik is not None else None
+    if api_url is not None and not names.is_http_url(api_url):
+        problems.append(f"spec.traefik.apiUrl: must be an http(s) URL (got {shown(api_url)})")
     return problems
 
 
@@ -575,12 +577,7 @@ def _analysis_problems(
     for index, metric in enumerate(analysis.metrics):
         problems += _metric_problems(metric, f"{base}.metrics[{index}]", provider, router)
     for index, webhook in enumerate(analysis.webhooks):
-        url = urlparse(webhook.url)
-        if (
-            url.scheme not in ("http", "https")
-            or not url.hostname
-            or names.has_control_characters(webhook.url)
-        ):
+        if not names.is_http_url(webhook.url):
             problems.append(
                 f"{base}.webhooks[{index}].url: must be an http(s) URL (got {shown(webhook.url)})"
             )

@@ -6,6 +6,7 @@ safe line on a terminal.
 """
 
 import re
+from urllib.parse import urlparse
 
 MAX_LABEL = 63
 """RFC 1123 / RFC 1035 label: a namespace, a Service name, a label value."""
@@ -37,6 +38,17 @@ def plain(text: str, limit: int = 64) -> str:
 
 def has_control_characters(text: str) -> bool:
     return _CONTROL.search(text) is not None
+
+
+def is_http_url(url: str) -> bool:
+    """An http(s) URL with a host, and no control characters."""
+    if has_control_characters(url):
+        return False
+    try:
+        parts = urlparse(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
 
 
 def control_problem(text: str) -> str | None:

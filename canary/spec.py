@@ -393,6 +393,9 @@ class Traefik(SpecModel):
     config_file: str = Field(min_length=1)
     entry_point: str = "web"
     rule: str = "PathPrefix(`/`)"
+    api_url: str | None = None
+    """Traefik's API (e.g. `http://127.0.0.1:8080`, with `api.insecure`): each new split is
+    confirmed there before the call returns, instead of trusting the file to be applied."""
 
 
 class CanarySpec(SpecModel):

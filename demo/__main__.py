@@ -56,6 +56,7 @@ def demo_canary(platform: Platform, state_dir: Path) -> Canary:
     local["stateDir"] = str(state_dir / "targets")
     local["command"] = local["command"].replace("python", sys.executable, 1)
     spec["traefik"]["configFile"] = str(platform.dynamic_dir / "podinfo.yaml")
+    spec["traefik"]["apiUrl"] = f"http://127.0.0.1:{platform.ports.traefik_admin}"
     spec["analysis"]["metricsServer"] = platform.prometheus_url
     effective = state_dir / "canary.yaml"
     effective.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -163,6 +163,55 @@ def test_ab_testing_sends_matching_requests_by_the_weights(
     assert Counter(traefik.versions(20, host=host(router), headers=insider)) == {"v1": 20}
 
 
+def test_with_its_api_a_written_split_is_served_when_the_call_returns(
+    traefik: RunningTraefik, v1: RunningApp, v2: RunningApp
+) -> None:
+    """No wait between the call and the traffic: the call itself waited for Traefik."""
+    router = make_router(
+        traefik, v1.port, v2.port, api_url=f"http://127.0.0.1:{traefik.admin_port}"
+    )
+    router.reconcile()
+    assert Counter(traefik.versions(50, host=host(router))) == {"v1": 50}
+    router.set_routes(Routes(primary_weight=0, canary_weight=100))
+    assert Counter(traefik.versions(50, host=host(router))) == {"v2": 50}
+    router.set_routes(Routes(primary_weight=100, canary_weight=30, mirror=True))
+    service = traefik.service(router.settings.service) or {}
+    assert service.get("mirroring", {}).get("mirrors") == [
+        {"name": router.canary_service, "percent": 30}
+    ]
+    router.set_routes(ALL_TO_PRIMARY)
+    assert Counter(traefik.versions(50, host=host(router))) == {"v1": 50}
+
+
+@pytest.mark.parametrize("api", ["traefik", "nothing"])
+def test_a_split_traefik_does_not_serve_fails_the_call_naming_the_file(
+    traefik: RunningTraefik, tmp_path: Path, api: str
+) -> None:
+    """A file Traefik does not watch (or no API there) never shows the split: the call fails
+    after the timeout, retryably, saying what it saw last."""
+    api_url = (
+        f"http://127.0.0.1:{traefik.admin_port}"
+        if api == "traefik"
+        else f"http://127.0.0.1:{free_port()}"
+    )
+    config_file = tmp_path / "unwatched.yaml"
+    router = make_router(
+        traefik,
+        free_port(),
+        free_port(),
+        config_file=config_file,
+        api_url=api_url,
+        apply_timeout_seconds=0.5,
+    )
+    with pytest.raises(TraefikConfigError) as raised:
+        router.set_routes(Routes(primary_weight=50, canary_weight=50))
+    message = str(raised.value)
+    assert message.startswith(f"Traefik has not applied {config_file} within 0.5s (last seen: ")
+    seen = "no such service" if api == "traefik" else "Connection refused"
+    assert seen in message, message
+    assert router.get_routes() == Routes(primary_weight=50, canary_weight=50)
+
+
 def test_match_rules() -> None:
     assert match_rule([{"headers": {"x-canary": {"exact": "insider"}}}]) == (
         "Header(`x-canary`, `insider`)"

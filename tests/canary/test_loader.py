@@ -1955,6 +1955,16 @@ def test_traefik_with_a_deployment_warns_of_the_routing_fields_it_does_not_apply
     ]
 
 
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "127.0.0.1:8080", "http://[::1/", "http://\x1b[31m.test/"]
+)
+def test_traefik_api_url_must_be_an_http_url(url: str) -> None:
+    doc = demo_doc()
+    doc["spec"]["traefik"]["apiUrl"] = url
+    problems = problems_of(yaml.safe_dump(doc))
+    assert problems == [f"spec.traefik.apiUrl: must be an http(s) URL (got {url!r})"]
+
+
 def test_traefik_still_routes_a_local_process_by_its_file_provider() -> None:
     doc = demo_doc()
     doc["spec"]["analysis"]["match"] = [{"headers": {"x-canary": {"exact": "yes"}}}]

@@ -43,6 +43,7 @@ def canary_for(platform: Platform, name: str, interval: str = "3s", threshold: i
                 "traefik": {
                     "configFile": str(platform.dynamic_dir / f"{name}.yaml"),
                     "rule": f"Host(`{name}.test`)",
+                    "apiUrl": f"http://127.0.0.1:{platform.ports.traefik_admin}",
                 },
                 "analysis": {
                     "interval": interval,
