@@ -50,6 +50,7 @@ class Profile:
 
 def full_profile(long: bool) -> Profile:
     fleet = [
+        FleetCase(100, 5),
         FleetCase(100, 10),
         FleetCase(100, 60, steps=3),
         FleetCase(1000, 10),
