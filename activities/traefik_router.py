@@ -310,10 +310,10 @@ def _get_json(url: str, timeout: float) -> Mapping[str, Any] | None:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             body = response.read(MAX_API_ANSWER + 1)
     except urllib.error.HTTPError as error:
-        error.close()
-        if error.code == 404:
-            return None
-        raise
+        with error:  # its body is not read
+            if error.code == 404:
+                return None
+            raise
     if len(body) > MAX_API_ANSWER:
         raise ValueError(f"answer larger than {MAX_API_ANSWER} bytes")
     found = json.loads(body)
