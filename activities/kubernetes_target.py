@@ -191,21 +191,22 @@ class KubernetesTarget:
                 )
         else:
             primary = _as_dict(primary_model)
+        snapshot: dict[str, Any] = {"spec": _spec_fields(primary["spec"])}
         if self.autoscaler_name is not None:
-            self._ensure_primary_autoscaler(self.autoscaler_name, update=False)
+            snapshot["autoscaler"] = self._ensure_primary_autoscaler(
+                self.autoscaler_name, update=False
+            )
         if self.service is not None:
             self._ensure_services(self.service, target, label, value)
         annotations = primary["metadata"].get("annotations") or {}
         primary_revision = annotations.get(REVISION_ANNOTATION, "")
+        snapshot["revision"] = primary_revision
         return TargetState(
             primary_replicas=primary["spec"].get("replicas", 1),
             created_primary=created,
             canary_revision=canary_revision,
             primary_revision=primary_revision,
-            primary_snapshot=json.dumps(
-                {"spec": _spec_fields(primary["spec"]), "revision": primary_revision},
-                sort_keys=True,
-            ),
+            primary_snapshot=json.dumps(snapshot, sort_keys=True),
         )
 
     def set_image(self, image: str, container: str | None = None) -> None:
@@ -255,17 +256,21 @@ class KubernetesTarget:
         return found
 
     def restore_primary(self, snapshot: str) -> None:
-        """Give the primary back the promoted fields and revision `initialize` read from it."""
+        """Give the primary back the promoted fields and revision `initialize` read from it,
+        and its HPA copy the spec it had (snapshots taken before they held it leave it)."""
         try:
             saved = json.loads(snapshot)
             fields, revision = saved["spec"], saved["revision"]
-        except (ValueError, TypeError, KeyError) as error:
+            autoscaler = saved.get("autoscaler")
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise errors.PermanentError(
                 f"cannot restore deployment {self.namespace}/{self.primary_name}: "
                 f"the saved template is unreadable ({error!r})"
             ) from None
         primary = self._read_deployment(self.primary_name)
         self._set_primary(primary, fields, revision)
+        if self.autoscaler_name is not None and isinstance(autoscaler, dict):
+            self._set_primary_autoscaler(f"{self.autoscaler_name}-primary", autoscaler)
 
     def _set_primary(
         self, primary: Mapping[str, Any], fields: Mapping[str, Any], revision: str
@@ -346,14 +351,15 @@ class KubernetesTarget:
             "spec": spec,
         }
 
-    def _ensure_primary_autoscaler(self, name: str, update: bool) -> None:
-        """Create `<hpa>-primary` from the user's HPA; with `update`, also sync its spec."""
+    def _ensure_primary_autoscaler(self, name: str, update: bool) -> dict[str, Any]:
+        """Create `<hpa>-primary` from the user's HPA; with `update`, also sync its spec.
+        Answers the spec `<hpa>-primary` has then."""
         primary_name = f"{name}-primary"
         with kube_client.api_errors("get", AUTOSCALER, self.namespace, name):
             source = _as_dict(
                 self._autoscaling.read_namespaced_horizontal_pod_autoscaler(name, self.namespace)
             )
-        spec = copy.deepcopy(source["spec"])
+        spec: dict[str, Any] = copy.deepcopy(source["spec"])
         spec["scaleTargetRef"]["name"] = self.primary_name
         with kube_client.api_errors("get", AUTOSCALER, self.namespace, primary_name):
             existing = kube_client.read_optional(
@@ -376,14 +382,32 @@ class KubernetesTarget:
                 self._autoscaling.create_namespaced_horizontal_pod_autoscaler(
                     self.namespace, kubernetes.client.V2HorizontalPodAutoscaler.model_validate(body)
                 )
-            return
-        if not update:
-            return
+            return spec
         current = _as_dict(existing)
+        if not update:
+            found: dict[str, Any] = current.get("spec") or {}
+            return found
+        self._patch_autoscaler_spec(primary_name, current, spec)
+        return spec
+
+    def _set_primary_autoscaler(self, primary_name: str, spec: Mapping[str, Any]) -> None:
+        """Give `<hpa>-primary` this spec again, when it still exists."""
+        with kube_client.api_errors("get", AUTOSCALER, self.namespace, primary_name):
+            existing = kube_client.read_optional(
+                lambda: self._autoscaling.read_namespaced_horizontal_pod_autoscaler(
+                    primary_name, self.namespace
+                )
+            )
+        if existing is not None:
+            self._patch_autoscaler_spec(primary_name, _as_dict(existing), spec)
+
+    def _patch_autoscaler_spec(
+        self, name: str, current: Mapping[str, Any], spec: Mapping[str, Any]
+    ) -> None:
         if patch := kube_client.merge_patch(current.get("spec") or {}, spec):
-            with kube_client.api_errors("patch", AUTOSCALER, self.namespace, primary_name):
+            with kube_client.api_errors("patch", AUTOSCALER, self.namespace, name):
                 self._autoscaling.patch_namespaced_horizontal_pod_autoscaler(
-                    primary_name,
+                    name,
                     self.namespace,
                     _guarded({"spec": patch}, current),
                     _content_type=kube_client.MERGE_PATCH,

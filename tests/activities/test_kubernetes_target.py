@@ -1,5 +1,6 @@
 """KubernetesTarget against a kmock Kubernetes emulator over real HTTP."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -573,6 +574,47 @@ def test_restore_primary_gives_back_the_template_initialize_saw(seeded: ServedEm
     again = target.initialize()
     assert again.primary_revision == state.primary_revision
     assert again.primary_snapshot == state.primary_snapshot
+
+
+def test_restore_primary_gives_back_the_autoscaler_initialize_saw(
+    seeded: ServedEmulator,
+) -> None:
+    target = make_target(seeded, autoscaler_name="podinfo")
+    state = target.initialize()
+    before = seeded.get(AUTOSCALERS, NAMESPACE, "podinfo-primary")["spec"]
+    autoscaler = podinfo_autoscaler()
+    autoscaler["spec"]["maxReplicas"] = 8
+    autoscaler["spec"]["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": 30}}
+    seeded.put(AUTOSCALERS, autoscaler)
+    target.promote()
+    assert seeded.get(AUTOSCALERS, NAMESPACE, "podinfo-primary")["spec"]["maxReplicas"] == 8
+
+    assert state.primary_snapshot is not None
+    target.restore_primary(state.primary_snapshot)
+
+    assert seeded.get(AUTOSCALERS, NAMESPACE, "podinfo-primary")["spec"] == before
+    writes = seeded.writes()
+    target.restore_primary(state.primary_snapshot)
+    assert seeded.writes() == writes
+
+
+def test_restore_primary_from_a_snapshot_without_the_autoscaler_leaves_it(
+    seeded: ServedEmulator,
+) -> None:
+    """Snapshots of rollouts started before they held the HPA copy's spec."""
+    target = make_target(seeded, autoscaler_name="podinfo")
+    state = target.initialize()
+    autoscaler = podinfo_autoscaler()
+    autoscaler["spec"]["maxReplicas"] = 8
+    seeded.put(AUTOSCALERS, autoscaler)
+    target.promote()
+    assert state.primary_snapshot is not None
+    saved = json.loads(state.primary_snapshot)
+    del saved["autoscaler"]
+
+    target.restore_primary(json.dumps(saved))
+
+    assert seeded.get(AUTOSCALERS, NAMESPACE, "podinfo-primary")["spec"]["maxReplicas"] == 8
 
 
 def test_restore_primary_is_idempotent(seeded: ServedEmulator) -> None:
