@@ -519,13 +519,18 @@ def test_promote_is_idempotent(seeded: ServedEmulator) -> None:
     assert seeded.get(DEPLOYMENTS, NAMESPACE, "podinfo-primary") == primary
 
 
-def test_promote_syncs_the_primary_autoscaler(seeded: ServedEmulator) -> None:
-    target = make_target(seeded, autoscaler_name="podinfo")
-    target.initialize()
+def change_the_autoscaler(kube: ServedEmulator) -> None:
+    """The user's HPA as a new release changes it: maxReplicas 8 and a scale-down behavior."""
     autoscaler = podinfo_autoscaler()
     autoscaler["spec"]["maxReplicas"] = 8
     autoscaler["spec"]["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": 30}}
-    seeded.put(AUTOSCALERS, autoscaler)
+    kube.put(AUTOSCALERS, autoscaler)
+
+
+def test_promote_syncs_the_primary_autoscaler(seeded: ServedEmulator) -> None:
+    target = make_target(seeded, autoscaler_name="podinfo")
+    target.initialize()
+    change_the_autoscaler(seeded)
 
     target.initialize()
     assert seeded.get(AUTOSCALERS, NAMESPACE, "podinfo-primary")["spec"]["maxReplicas"] == 4
@@ -582,10 +587,7 @@ def test_restore_primary_gives_back_the_autoscaler_initialize_saw(
     target = make_target(seeded, autoscaler_name="podinfo")
     state = target.initialize()
     before = seeded.get(AUTOSCALERS, NAMESPACE, "podinfo-primary")["spec"]
-    autoscaler = podinfo_autoscaler()
-    autoscaler["spec"]["maxReplicas"] = 8
-    autoscaler["spec"]["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": 30}}
-    seeded.put(AUTOSCALERS, autoscaler)
+    change_the_autoscaler(seeded)
     target.promote()
     assert seeded.get(AUTOSCALERS, NAMESPACE, "podinfo-primary")["spec"]["maxReplicas"] == 8
 
@@ -604,9 +606,7 @@ def test_restore_primary_from_a_snapshot_without_the_autoscaler_leaves_it(
     """Snapshots of rollouts started before they held the HPA copy's spec."""
     target = make_target(seeded, autoscaler_name="podinfo")
     state = target.initialize()
-    autoscaler = podinfo_autoscaler()
-    autoscaler["spec"]["maxReplicas"] = 8
-    seeded.put(AUTOSCALERS, autoscaler)
+    change_the_autoscaler(seeded)
     target.promote()
     assert state.primary_snapshot is not None
     saved = json.loads(state.primary_snapshot)
