@@ -156,28 +156,11 @@ class TraefikRouter:
                 "rule": f"({self.settings.rule}) && ({self._match_rule})",
                 "service": name,
             }
-        split: dict[str, Any]
-        if routes.mirror:
-            split = {
-                "mirroring": {
-                    "service": self.primary_service,
-                    "mirrors": [{"name": self.canary_service, "percent": routes.canary_weight}],
-                }
-            }
-        else:
-            split = {
-                "weighted": {
-                    "services": [
-                        {"name": self.primary_service, "weight": routes.primary_weight},
-                        {"name": self.canary_service, "weight": routes.canary_weight},
-                    ]
-                }
-            }
         config = {
             "http": {
                 "routers": routers,
                 "services": {
-                    name: split,
+                    name: self._split(routes),
                     self.primary_service: _server(self.settings.primary_port),
                     self.canary_service: _server(self.settings.canary_port),
                 },
@@ -189,31 +172,29 @@ class TraefikRouter:
         header += "; it is rewritten at every weight change.\n"
         return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
-    def served(self, routes: Routes, service: Mapping[str, Any]) -> bool:
-        """Whether `service`, as Traefik's API shows the split service, applies `routes`."""
+    def _split(self, routes: Routes) -> dict[str, Any]:
+        """The service `<svc>` that splits the traffic by `routes`."""
         if routes.mirror:
-            mirroring = service.get("mirroring")
-            if not isinstance(mirroring, Mapping):
-                return False
-            mirrors = mirroring.get("mirrors") or []
-            return mirroring.get("service") == self.primary_service and any(
-                isinstance(mirror, Mapping)
-                and mirror.get("name") == self.canary_service
-                and mirror.get("percent") == routes.canary_weight
-                for mirror in mirrors
-            )
-        children = _dig(service, "weighted", "services")
-        if not isinstance(children, list):
-            return False
-        weights = {
-            child.get("name"): child.get("weight", 1)
-            for child in children
-            if isinstance(child, Mapping)
+            return {
+                "mirroring": {
+                    "service": self.primary_service,
+                    "mirrors": [{"name": self.canary_service, "percent": routes.canary_weight}],
+                }
+            }
+        return {
+            "weighted": {
+                "services": [
+                    {"name": self.primary_service, "weight": routes.primary_weight},
+                    {"name": self.canary_service, "weight": routes.canary_weight},
+                ]
+            }
         }
-        return weights == {
-            self.primary_service: routes.primary_weight,
-            self.canary_service: routes.canary_weight,
-        }
+
+    def _served(self, routes: Routes, service: Mapping[str, Any]) -> bool:
+        """Whether `service`, as Traefik's API shows the split service, splits the traffic as
+        the service written for `routes` does (the API shows it in the file's shape)."""
+        written = self._split_routes(self._split(routes))
+        return written is not None and self._split_routes(service) == written
 
     def _confirm(self, routes: Routes) -> None:
         """With an API to ask: wait until Traefik serves `routes`, or fail (retryably)."""
@@ -232,7 +213,7 @@ class TraefikRouter:
             except (OSError, ValueError, http.client.HTTPException) as error:
                 seen = f"{url}: {getattr(error, 'reason', None) or error}"
             else:
-                if service is not None and self.served(routes, service):
+                if service is not None and self._served(routes, service):
                     return
                 seen = f"{url}: " + ("no such service" if service is None else "older weights")
             if remaining <= 0:
@@ -247,7 +228,11 @@ class TraefikRouter:
             config = yaml.safe_load(text)
         except yaml.YAMLError:
             return None
-        service = _dig(config, "http", "services", self.settings.service)
+        return self._split_routes(_dig(config, "http", "services", self.settings.service))
+
+    def _split_routes(self, service: Any) -> Routes | None:
+        """The routes a split service applies (from the file or from Traefik's API); None when
+        it is not one splitting between the primary and the canary."""
         if not isinstance(service, Mapping):
             return None
         mirroring = service.get("mirroring")
