@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
@@ -374,33 +375,35 @@ class Platform:
     def _wait_frontend(self, temporal: str, timeout_seconds: float) -> None:
         """The Web UI answers before the frontend serves: a client connecting then is refused
         ("Frontend is not healthy yet")."""
-        process = self.processes["temporal"]
-        deadline = time.monotonic() + timeout_seconds
         health = [temporal, "operator", "cluster", "health", "--address", self.temporal_address]
-        while True:
+
+        def serving() -> bool:
             checked = subprocess.run(health, capture_output=True, text=True, timeout=30)
-            if checked.returncode == 0 and "SERVING" in checked.stdout:
-                return
-            if not process.running or time.monotonic() > deadline:
-                raise PlatformError(
-                    f"temporal did not serve at {self.temporal_address}; its log "
-                    f"({process.log_path}):\n{process.log_tail()}"
-                )
-            time.sleep(0.2)
+            return checked.returncode == 0 and "SERVING" in checked.stdout
+
+        self._wait_ready("temporal", serving, f"serve at {self.temporal_address}", timeout_seconds)
 
     def _wait_http(self, name: str, url: str, timeout_seconds: float = 30) -> None:
-        process = self.processes[name]
-        deadline = time.monotonic() + timeout_seconds
-        while True:
+        def answers() -> bool:
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
-                    if 200 <= response.status < 300:
-                        return
+                    status: int = response.status
             except OSError:
-                pass
+                return False
+            return 200 <= status < 300
+
+        self._wait_ready(name, answers, f"become ready at {url}", timeout_seconds)
+
+    def _wait_ready(
+        self, name: str, ready: Callable[[], bool], what: str, timeout_seconds: float
+    ) -> None:
+        """Poll `ready()` until it is true; PlatformError with the process's log when the
+        process `name` exits or the deadline passes, saying "<name> did not <what>"."""
+        process = self.processes[name]
+        deadline = time.monotonic() + timeout_seconds
+        while not ready():
             if not process.running or time.monotonic() > deadline:
                 raise PlatformError(
-                    f"{name} did not become ready at {url}; its log ({process.log_path}):\n"
-                    f"{process.log_tail()}"
+                    f"{name} did not {what}; its log ({process.log_path}):\n{process.log_tail()}"
                 )
             time.sleep(0.2)
