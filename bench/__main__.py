@@ -64,25 +64,7 @@ def full_profile(long: bool) -> Profile:
         floor=floor_cases(50, 1, 10),
         scaling=(scaling_load, FleetCase(200, 1, workers=2, label="200 @ 1s, 2 workers")),
         levers=(
-            (
-                "sandbox passthrough of canary and yaml",
-                replace(lever_load, passthrough=False, label="100 @ 2s, no passthrough"),
-                replace(lever_load, label="100 @ 2s, passthrough"),
-            ),
-            (
-                "sandbox entered at less cost (worker.sandbox)",
-                replace(lever_load, worker_args=("--sdk-sandbox",), label="100 @ 2s, SDK's"),
-                replace(lever_load, label="100 @ 2s, worker.sandbox"),
-            ),
-            (
-                "fewer round trips (patch fewer-round-trips)",
-                replace(
-                    lever_load,
-                    worker_args=("--before", FEWER_ROUND_TRIPS),
-                    label="100 @ 2s, before the patch",
-                ),
-                replace(lever_load, label="100 @ 2s, with it"),
-            ),
+            *workflow_levers(lever_load),
             (
                 "bytecode caches, as an installed worker has",
                 replace(lever_load, bytecode=False, label="100 @ 2s, no caches"),
@@ -106,6 +88,30 @@ def full_profile(long: bool) -> Profile:
     )
 
 
+def workflow_levers(load: FleetCase) -> tuple[tuple[str, FleetCase, FleetCase], ...]:
+    """The levers on how the worker runs the workflow, each off and on under `load`."""
+    name = load.name
+    return (
+        (
+            "sandbox passthrough of canary and yaml",
+            replace(load, passthrough=False, label=f"{name}, no passthrough"),
+            replace(load, label=f"{name}, passthrough"),
+        ),
+        (
+            "sandbox entered at less cost (worker.sandbox)",
+            replace(load, worker_args=("--sdk-sandbox",), label=f"{name}, SDK's"),
+            replace(load, label=f"{name}, worker.sandbox"),
+        ),
+        (
+            "fewer round trips (patch fewer-round-trips)",
+            replace(
+                load, worker_args=("--before", FEWER_ROUND_TRIPS), label=f"{name}, before the patch"
+            ),
+            replace(load, label=f"{name}, with it"),
+        ),
+    )
+
+
 def floor_cases(rollouts: int, interval: float, steps: int) -> tuple[FleetCase, ...]:
     """A timer and one local activity per step, a timer and two, and rollouts."""
     load = FleetCase(rollouts, interval, steps=steps)
@@ -125,27 +131,7 @@ def smoke_profile() -> Profile:
             FleetCase(5, 1, steps=2, label="5 @ 1s, 1 worker"),
             FleetCase(5, 1, steps=2, workers=2, label="5 @ 1s, 2 workers"),
         ),
-        levers=(
-            (
-                "sandbox passthrough of canary and yaml",
-                FleetCase(5, 1, steps=2, passthrough=False, label="5 @ 1s, no passthrough"),
-                FleetCase(5, 1, steps=2, label="5 @ 1s, passthrough"),
-            ),
-            (
-                "sandbox entered at less cost (worker.sandbox)",
-                replace(tiny, worker_args=("--sdk-sandbox",), label="5 @ 1s, SDK's"),
-                replace(tiny, label="5 @ 1s, worker.sandbox"),
-            ),
-            (
-                "fewer round trips (patch fewer-round-trips)",
-                replace(
-                    tiny,
-                    worker_args=("--before", FEWER_ROUND_TRIPS),
-                    label="5 @ 1s, before the patch",
-                ),
-                replace(tiny, label="5 @ 1s, with it"),
-            ),
-        ),
+        levers=workflow_levers(tiny),
         lever_runs=1,
         detection_rollouts=1,
         detection_interval=1,
