@@ -9,7 +9,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.testing import WorkflowEnvironment
 
 from canary import contract
-from canary.status import Phase
+from canary.status import CanaryStatus, Phase
 from starter.verdict import final_status
 from tests.workflows.fakes import FakePlatform, canary_spec
 from tests.workflows.test_canary_workflow import HEALTHY_ROUTES, running_worker, start, weights
@@ -29,19 +29,32 @@ def local_activity(event: HistoryEvent) -> str | None:
     return "other"
 
 
-async def test_a_rollout_reaches_its_first_interval_in_one_workflow_task(
-    time_skipping_env: WorkflowEnvironment,
-) -> None:
-    platform = FakePlatform()
-    async with running_worker(time_skipping_env, platform):
-        handle = await start(time_skipping_env, platform, canary_spec())
-        result = await handle.result()
-        events = list((await handle.fetch_history()).events)
-    first_timer = next(
+def timer_indexes(events: list[HistoryEvent]) -> list[int]:
+    """Where each analysis interval's timer starts in the history."""
+    return [
         index
         for index, event in enumerate(events)
         if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED
-    )
+    ]
+
+
+async def healthy_rollout(
+    env: WorkflowEnvironment,
+) -> tuple[FakePlatform, CanaryStatus, list[HistoryEvent]]:
+    """A healthy 5-step rollout to its end: the platform it ran on, its result, its history."""
+    platform = FakePlatform()
+    async with running_worker(env, platform):
+        handle = await start(env, platform, canary_spec())
+        result = await handle.result()
+        events = list((await handle.fetch_history()).events)
+    return platform, result, events
+
+
+async def test_a_rollout_reaches_its_first_interval_in_one_workflow_task(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    platform, result, events = await healthy_rollout(time_skipping_env)
+    first_timer = timer_indexes(events)[0]
     tasks = [
         event
         for event in events[:first_timer]
@@ -59,16 +72,8 @@ async def test_a_step_that_moves_the_weight_records_seven_events(
 ) -> None:
     """Its timer (2), one workflow task (3), the observation and the new weight with the
     step's notifications (a local activity marker each)."""
-    platform = FakePlatform()
-    async with running_worker(time_skipping_env, platform):
-        handle = await start(time_skipping_env, platform, canary_spec())
-        await handle.result()
-        events = list((await handle.fetch_history()).events)
-    timers = [
-        index
-        for index, event in enumerate(events)
-        if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED
-    ]
+    platform, _, events = await healthy_rollout(time_skipping_env)
+    timers = timer_indexes(events)
     assert len(timers) == 5
     assert [later - earlier for earlier, later in itertools.pairwise(timers)] == [7] * 4
     for earlier, later in itertools.pairwise(timers):
